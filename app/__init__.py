@@ -1,0 +1,1 @@
+"""NetCanvas editor (NiceGUI front end)."""

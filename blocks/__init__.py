@@ -1,0 +1,24 @@
+"""NetCanvas building blocks: torch modules and one declarative spec per block type.
+
+Importing this package registers every block family; ``blocks.get(type_id)`` looks one up.
+"""
+
+from blocks import activation, conv, io, linear, merge, norm, pool, tensor  # noqa: F401  (registers)
+from blocks.spec import (
+    BlockSpec,
+    NoParams,
+    Params,
+    Port,
+    Shape,
+    ShapeError,
+    all_specs,
+    get,
+    nearest,
+    register,
+    type_ids,
+)
+
+__all__ = [
+    "BlockSpec", "NoParams", "Params", "Port", "Shape", "ShapeError",
+    "all_specs", "get", "nearest", "register", "type_ids",
+]

@@ -1,0 +1,53 @@
+"""Graph inputs and outputs, and the identity block."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from blocks.rules import PosInt
+from blocks.spec import BlockSpec, Params, register
+
+
+class InputParams(Params):
+    shape: list[PosInt] = Field(
+        default_factory=lambda: [1, 28, 28],
+        description="per-sample shape, batch excluded ([] for a timestep or a class id)",
+    )
+    dtype: Literal["float32", "int64"] = Field("float32", description="int64 for class ids or timesteps")
+    name: str | None = Field(None, description="argument name in forward(); defaults to the node id")
+
+
+class OutputParams(Params):
+    name: str | None = Field(None, description="name of this output; defaults to the node id")
+
+
+register(BlockSpec(
+    type="input",
+    category="io",
+    doc="A model input; the batch dimension is added for you.",
+    params=InputParams,
+    inputs=(),
+    shape=lambda p, ins: tuple(p.shape),
+    build=None,
+))
+
+register(BlockSpec(
+    type="output",
+    category="io",
+    doc="A model output.",
+    params=OutputParams,
+    outputs=(),
+    shape=lambda p, ins: {},
+    build=None,
+))
+
+register(BlockSpec(
+    type="identity",
+    category="io",
+    doc="Passes its input through unchanged.",
+    shape=lambda p, ins: ins["in"],
+    build=lambda p, ins: nn.Identity(),
+))

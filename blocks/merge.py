@@ -1,0 +1,91 @@
+"""Blocks that join several inputs: add, mul (broadcasting) and concat."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from blocks.rules import broadcast_shapes, describe, torch_dim
+from blocks.spec import BlockSpec, Params, Shape, ShapeError, register, variadic_ports
+
+Arity = Field(2, ge=2, le=64, description="number of inputs (ports in0 … in{n-1})")
+
+
+class MergeParams(Params):
+    n: int = Arity
+
+
+class ConcatParams(Params):
+    n: int = Arity
+    dim: int = Field(1, description="dim to join along, PyTorch numbering (batch = 0, channels = 1)")
+
+
+class Add(nn.Module):
+    """Sum of all inputs."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class Mul(nn.Module):
+    """Element-wise product of all inputs."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+
+class Concat(nn.Module):
+    """Joins the inputs along ``dim`` (PyTorch numbering)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+def _concat_shape(p: ConcatParams, ins: dict[str, Shape]) -> Shape:
+    first = next(iter(ins.values()))
+    axis = torch_dim(p.dim, len(first))
+    listing = ", ".join(f"{port} {describe(s)}" for port, s in ins.items())
+    for shape in ins.values():
+        if len(shape) != len(first) or any(a != b for i, (a, b) in enumerate(zip(shape, first)) if i != axis):
+            raise ShapeError(
+                f"inputs must match in every dim but dim {p.dim}: {listing}",
+                hint="resize or pool the inputs so that only the joined dim differs",
+            )
+    return (*first[:axis], sum(s[axis] for s in ins.values()), *first[axis + 1:])
+
+
+for _type, _cls, _doc in (("add", Add, "Sum of its inputs (residual connections)."),
+                          ("mul", Mul, "Element-wise product of its inputs (gating).")):
+    register(BlockSpec(
+        type=_type,
+        category="merge",
+        doc=_doc + " Shapes must match or be 1 (broadcast).",
+        params=MergeParams,
+        inputs=variadic_ports,
+        shape=lambda p, ins: broadcast_shapes(ins),
+        build=lambda p, ins, cls=_cls: cls(),
+    ))
+
+register(BlockSpec(
+    type="concat",
+    category="merge",
+    doc="Joins its inputs along dim (channels by default).",
+    params=ConcatParams,
+    inputs=variadic_ports,
+    shape=_concat_shape,
+    build=lambda p, ins: Concat(p.dim),
+))

@@ -1,0 +1,132 @@
+"""Block specs: one declaration per block type, and the registry that holds them.
+
+A spec says everything the rest of NetCanvas needs to know about a block type: its typed
+params (a pydantic model with defaults, bounds and a one-line description per field), its
+ports, a shape rule, a module factory, an optional MAC count, a category and a doc line.
+The inspector form, validation, shape inference, compile and codegen all read the spec;
+nothing re-lists a block's params anywhere else.
+
+Shapes are per sample: the batch dimension is implicit, so a conv2d input is ``(C, H, W)``.
+Dimension *params* (``dim``, ``start_dim``, ``dims``) use PyTorch's numbering, where the
+batch is dim 0, so that they mean what they mean in hand-written PyTorch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+Shape = tuple[int, ...]
+"""A per-sample tensor shape (no batch dimension)."""
+
+
+class ShapeError(Exception):
+    """A block cannot accept the shapes it is given (a user problem, not a bug)."""
+
+    def __init__(self, message: str, hint: str | None = None, port: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.port = port
+
+
+class Params(BaseModel):
+    """Base of every block's params: strict types, unknown names refused, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NoParams(Params):
+    """For blocks without params."""
+
+
+@dataclass(frozen=True)
+class Port:
+    """An input port. Optional ports may stay unconnected; they are passed by keyword."""
+
+    name: str
+    optional: bool = False
+
+
+ShapeRule = Callable[[Params, dict[str, Shape]], "Shape | dict[str, Shape]"]
+ModuleFactory = Callable[[Params, dict[str, Shape]], nn.Module]
+MacCount = Callable[[Params, dict[str, Shape], dict[str, Shape]], int]
+PortList = Callable[[Params], tuple[Port, ...]]
+
+IN = (Port("in"),)
+OUT = ("out",)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Everything about one block type.
+
+    ``shape(params, inputs)`` gets the per-sample shapes of the connected input ports and
+    returns the output shape (or a dict port -> shape for several outputs); it raises
+    ``ShapeError`` for shapes the block cannot take. ``build(params, inputs)`` returns the
+    ``nn.Module``; its ``forward`` takes the required ports positionally, in order, and the
+    connected optional ports as keywords, and returns one tensor, or a tuple in the order
+    of ``outputs``. ``macs`` counts multiply-accumulates for one sample.
+    """
+
+    type: str
+    category: str
+    doc: str
+    shape: ShapeRule
+    build: ModuleFactory | None
+    params: type[Params] = NoParams
+    inputs: tuple[Port, ...] | PortList = IN
+    outputs: tuple[str, ...] = OUT
+    macs: MacCount | None = None
+
+    def input_ports(self, params: Params) -> tuple[Port, ...]:
+        return self.inputs(params) if callable(self.inputs) else self.inputs
+
+    def infer(self, params: Params, inputs: dict[str, Shape]) -> dict[str, Shape]:
+        """Output shapes by port name."""
+        result = self.shape(params, inputs)
+        if isinstance(result, dict):
+            return result
+        return {self.outputs[0]: tuple(result)}
+
+    def count_macs(self, params: Params, inputs: dict[str, Shape], outputs: dict[str, Shape]) -> int:
+        return self.macs(params, inputs, outputs) if self.macs else 0
+
+
+_REGISTRY: dict[str, BlockSpec] = {}
+
+
+def register(spec: BlockSpec) -> BlockSpec:
+    """Add a spec to the registry; a type id can be registered once only."""
+    if spec.type in _REGISTRY:
+        raise ValueError(f"block type {spec.type!r} is already registered")
+    _REGISTRY[spec.type] = spec
+    return spec
+
+
+def get(type_id: str) -> BlockSpec | None:
+    """The spec of a type id, or None when there is none."""
+    return _REGISTRY.get(type_id)
+
+
+def all_specs() -> list[BlockSpec]:
+    return list(_REGISTRY.values())
+
+
+def type_ids() -> list[str]:
+    return list(_REGISTRY)
+
+
+def nearest(name: str, choices: Iterable[str]) -> str | None:
+    """The closest spelling of ``name`` among ``choices``, for 'did you mean' hints."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def variadic_ports(params: Params) -> tuple[Port, ...]:
+    """Ports ``in0`` … ``in{n-1}`` for blocks with an ``n`` param."""
+    return tuple(Port(f"in{i}") for i in range(params.n))

@@ -1,0 +1,36 @@
+"""NetCanvas graph core: the public Python API.
+
+    import graphcore as gc
+    doc = gc.load("graph.json")      # or gc.template("lenet5"), gc.loads(text)
+    diags = gc.validate(doc)         # list[Diagnostic]
+    shapes = gc.infer_shapes(doc)    # {(node_id, port): (None, C, H, W)}
+    model = gc.compile(doc)          # GraphModel (nn.Module)
+    print(gc.summary(doc))
+"""
+
+from graphcore.analysis import Analysis
+from graphcore.compiler import GraphModel, compile  # noqa: A004  (DESIGN.md names it gc.compile)
+from graphcore.diagnostics import Diagnostic, GraphError
+from graphcore.document import Edge, GraphDoc, Node, load, loads, save
+from graphcore.gallery import open_graph, template, templates
+from graphcore.summary import Summary, SummaryRow, summary
+
+
+def validate(doc: GraphDoc) -> list[Diagnostic]:
+    """Every problem in the graph (errors and warnings), each naming its node and port."""
+    return Analysis(doc).diagnostics
+
+
+def infer_shapes(doc: GraphDoc) -> dict[tuple[str, str], tuple[int | None, ...]]:
+    """Output shape of every port that can be inferred, batch dim as ``None``.
+
+    Ports downstream of a problem are left out; ``validate`` says what the problem is.
+    """
+    return Analysis(doc).shapes()
+
+
+__all__ = [
+    "Analysis", "Diagnostic", "Edge", "GraphDoc", "GraphError", "GraphModel", "Node", "Summary",
+    "SummaryRow", "compile", "infer_shapes", "load", "loads", "open_graph", "save", "summary",
+    "template", "templates", "validate",
+]

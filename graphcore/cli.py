@@ -1,0 +1,114 @@
+"""The ``netcanvas`` command line.
+
+Exit status: 0 on success, 1 on a user error (one line per problem, naming the node; no
+traceback), 2 on bad arguments. Wherever a graph file is taken, a template name works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from graphcore.analysis import Analysis
+from graphcore.diagnostics import GraphError, errors
+from graphcore.gallery import open_graph, templates
+from graphcore.summary import summary
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, help_text: str, arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register a subcommand: its help line, its arguments and its handler."""
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = (help_text, arguments, handler)
+        return handler
+    return register
+
+
+def _graph_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("graph", help="graph JSON file or template name")
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    _graph_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+
+
+@command("validate", "check a graph and list its problems", _validate_arguments)
+def validate_command(args: argparse.Namespace) -> int:
+    try:
+        doc = open_graph(args.graph)
+        diagnostics = Analysis(doc).diagnostics
+    except GraphError as exc:
+        if not args.json:
+            raise
+        doc, diagnostics = None, exc.diagnostics
+    failed = bool(errors(diagnostics))
+    if args.json:
+        print(json.dumps({"graph": doc.name if doc else args.graph, "ok": not failed,
+                          "diagnostics": [d.to_dict() for d in diagnostics]}, indent=2))
+    else:
+        for diagnostic in diagnostics:
+            print(diagnostic, file=sys.stderr if diagnostic.severity == "error" else sys.stdout)
+        if not failed:
+            print(f"{doc.name}: OK ({len(doc.nodes)} nodes, {len(doc.edges)} edges)")
+    return 1 if failed else 0
+
+
+@command("summary", "print each node's output shape, parameters and MACs", _graph_argument)
+def summary_command(args: argparse.Namespace) -> int:
+    print(summary(open_graph(args.graph)))
+    return 0
+
+
+@command("templates", "list the bundled templates", lambda parser: None)
+def templates_command(args: argparse.Namespace) -> int:
+    print("\n".join(templates()))
+    return 0
+
+
+def editor(argv: list[str]) -> int:
+    """``netcanvas [--host H] [--port P] [G.json]``: the editor (for now: check and summarise)."""
+    parser = argparse.ArgumentParser(prog="netcanvas", description="NetCanvas: compose neural networks visually.")
+    parser.add_argument("graph", nargs="?", default="lenet5", help="graph JSON file or template name")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    doc = open_graph(args.graph)
+    print(summary(doc))
+    print("\nThe canvas editor is not built yet. Meanwhile, the command line:")
+    for name, (help_text, _, _) in COMMANDS.items():
+        print(f"  netcanvas {name:<10} {help_text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netcanvas", description="NetCanvas command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, arguments, handler) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        arguments(sub_parser)
+        sub_parser.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
+            args = build_parser().parse_args(argv)
+            return args.handler(args)
+        return editor(argv)
+    except GraphError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Compile a graph document into a ``GraphModel``: an ``nn.Module`` whose forward is
+generated Python (a ``torch.fx.GraphModule``), one line per node, with no per-node
+interpreter, so it runs like hand-written PyTorch and works with ``torch.compile``."""
+
+from __future__ import annotations
+
+import copy
+import io
+import operator
+import os
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+
+from graphcore.analysis import Analysis
+from graphcore.diagnostics import GraphError, errors
+from graphcore.document import GraphDoc, write_atomic
+from graphcore.names import class_name
+
+
+class GraphModel(fx.GraphModule):
+    """A compiled graph. Submodules are named by node id, so ``state_dict`` keys are stable.
+
+    ``.doc`` is the document it was compiled from (a copy: later edits do not change it).
+    """
+
+    def __init__(self, root: nn.Module, graph: fx.Graph, doc: GraphDoc):
+        super().__init__(root, graph, class_name=class_name(doc.name))
+        self.doc = doc
+
+    def init(self, path: str | os.PathLike | None = None, *, seed: int | None = None) -> GraphModel:
+        """Re-initialise every weight (seeded if asked), or load them from ``path``.
+
+        Loading accepts a bare state_dict or a checkpoint dict with a ``"model"`` entry,
+        and never unpickles arbitrary objects (``weights_only=True``).
+        """
+        if path is None:
+            with torch.random.fork_rng(enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                # Children before parents, so a block's own reset_parameters has the last word.
+                for module in reversed(list(self.modules())):
+                    if module is not self and hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+            return self
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise GraphError(f"{path}: cannot load weights: {exc}".splitlines()[0]) from None
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        self._load_checked(state, str(path))
+        return self
+
+    def _load_checked(self, state: dict, source: str) -> None:
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                 if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape]
+        if missing or unexpected or wrong:
+            parts = [f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
+                     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                     if keys]
+            raise GraphError(f"{source}: the weights do not fit graph {self.doc.name!r}: {'; '.join(parts)}")
+        self.load_state_dict(state)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the state_dict atomically (``init(path)`` reads it back)."""
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        write_atomic(Path(path), buffer.getvalue())
+
+    def __deepcopy__(self, memo):
+        name = type(self).__name__  # GraphModule's deepcopy renames the shared class; keep ours
+        clone = super().__deepcopy__(memo)
+        type(clone).__name__ = name
+        clone.doc = copy.deepcopy(self.doc, memo)
+        return clone
+
+
+def compile(doc: GraphDoc, *, analysis: Analysis | None = None) -> GraphModel:  # noqa: A001  (public API name)
+    """Build the model; a graph with errors raises ``GraphError`` listing every problem."""
+    analysis = analysis or Analysis(doc)
+    problems = errors(analysis.diagnostics)
+    if problems:
+        raise GraphError(problems)
+    root = nn.Module()
+    graph = fx.Graph()
+    values: dict[tuple[str, str], fx.Node] = {}
+    results: dict[str, fx.Node] = {}
+    for node in doc.nodes:  # forward's arguments in document order
+        if node.type == "input":
+            values[(node.id, "out")] = graph.placeholder(analysis.nodes[node.id].params.name or node.id)
+    for node_id in analysis.order:
+        info = analysis.nodes[node_id]
+        if info.node.type == "input" or node_id not in analysis.live:
+            continue
+        edges = analysis.in_edges[node_id]
+        if info.node.type == "output":
+            results[node_id] = values[edges["in"]]
+            continue
+        args = tuple(values[edges[p.name]] for p in info.input_ports if not p.optional)
+        kwargs = {p.name: values[edges[p.name]] for p in info.input_ports if p.optional and p.name in edges}
+        root.add_module(node_id, info.spec.build(info.params, info.inputs))
+        call = graph.call_module(node_id, args, kwargs)
+        if len(info.spec.outputs) == 1:
+            values[(node_id, info.spec.outputs[0])] = call
+        else:
+            for i, port in enumerate(info.spec.outputs):
+                values[(node_id, port)] = graph.create_node(
+                    "call_function", operator.getitem, (call, i), name=f"{node_id}_{port}")
+    outputs = [results[n.id] for n in doc.nodes if n.type == "output"]
+    graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    graph.lint()
+    return GraphModel(root, graph, doc.model_copy(deep=True))

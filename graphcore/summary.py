@@ -1,0 +1,82 @@
+"""Per-node output shape, parameter count and MACs of a graph, like Keras' ``model.summary()``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from graphcore.analysis import Analysis
+from graphcore.diagnostics import GraphError, errors
+from graphcore.document import GraphDoc
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    node_id: str
+    type: str
+    shape: tuple[int | None, ...] | None  # main output shape, batch as None
+    params: int
+    macs: int  # multiply-accumulates for one sample
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    rows: list[SummaryRow]
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "rows": [asdict(r) for r in self.rows],
+                "total_params": self.total_params, "total_macs": self.total_macs}
+
+    def __str__(self) -> str:
+        header = ("node", "type", "output shape", "params", "MACs")
+        body = [(r.node_id, r.type, _shape_text(r.shape), f"{r.params:,}", human(r.macs)) for r in self.rows]
+        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+        align = ("<", "<", "<", ">", ">")
+        lines = ["  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths)) for row in [header, *body]]
+        rule = "-" * len(lines[0])
+        return "\n".join([f"{self.name}", rule, lines[0], rule, *lines[1:], rule,
+                          f"total params: {self.total_params:,}    total MACs per sample: {human(self.total_macs)}"])
+
+
+def human(count: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return str(count)
+
+
+def _shape_text(shape) -> str:
+    return "?" if shape is None else "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+def summary(doc: GraphDoc, *, analysis: Analysis | None = None) -> Summary:
+    """Rows in execution order for the nodes that reach an output; needs a valid graph."""
+    analysis = analysis or Analysis(doc)
+    problems = errors(analysis.diagnostics)
+    if problems:
+        raise GraphError(problems)
+    rows = []
+    for node_id in analysis.order:
+        info = analysis.nodes[node_id]
+        if node_id not in analysis.live:
+            continue
+        shapes = info.outputs or info.inputs
+        main = next(iter(shapes.values()), None)
+        params = 0
+        if info.spec.build is not None:
+            with torch.device("meta"):  # counts parameters without allocating them
+                module = info.spec.build(info.params, info.inputs)
+            params = sum(p.numel() for p in module.parameters())
+        macs = info.spec.count_macs(info.params, info.inputs, info.outputs)
+        rows.append(SummaryRow(node_id, info.node.type, None if main is None else (None, *main), params, macs))
+    return Summary(doc.name, rows)
