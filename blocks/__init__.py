@@ -6,6 +6,7 @@ Importing this package registers every block family; ``blocks.get(type_id)`` loo
 from blocks import activation, conv, io, linear, merge, norm, pool, tensor  # noqa: F401  (registers)
 from blocks.spec import (
     BlockSpec,
+    Example,
     NoParams,
     Params,
     Port,
@@ -19,6 +20,6 @@ from blocks.spec import (
 )
 
 __all__ = [
-    "BlockSpec", "NoParams", "Params", "Port", "Shape", "ShapeError",
+    "BlockSpec", "Example", "NoParams", "Params", "Port", "Shape", "ShapeError",
     "all_specs", "get", "nearest", "register", "type_ids",
 ]

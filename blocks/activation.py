@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import torch_dim
-from blocks.spec import BlockSpec, NoParams, Params, register
+from blocks.spec import BlockSpec, Example, NoParams, Params, register
 
 
 class LeakyReluParams(Params):
@@ -52,4 +52,5 @@ for _type, (_params, _rule, _factory, _doc) in _ACTIVATIONS.items():
         params=_params,
         shape=_rule,
         build=lambda p, ins, factory=_factory: factory(p),
+        examples=(Example({"in": (3, 4, 5)}), Example({"in": (7,)})),
     ))

@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import SPATIAL_NAMES, Pad, PosInt, Size, expect_rank, per_dim, window_out
-from blocks.spec import BlockSpec, Params, Shape, ShapeError, register
+from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
 
 class ConvParams(Params):
@@ -77,6 +77,13 @@ def _conv_macs(n: int):
 
 
 _CONV_CLASSES = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_EXAMPLES = {
+    1: (Example({"in": (3, 16)}, {"out_channels": 4, "kernel_size": 5, "stride": 2}),),
+    2: (Example({"in": (3, 16, 16)}, {"out_channels": 8, "padding": 1}),
+        Example({"in": (4, 9, 9)}, {"out_channels": 8, "groups": 4, "dilation": 2, "padding": "same"}),
+        Example({"in": (2, 7, 11)}, {"kernel_size": [3, 5], "stride": [1, 2], "padding": "valid"})),
+    3: (Example({"in": (2, 4, 8, 8)}, {"out_channels": 4, "padding": 1}),),
+}
 
 
 def _conv_build(n: int):
@@ -100,6 +107,7 @@ for _n in (1, 2, 3):
         shape=_conv_shape(_n),
         build=_conv_build(_n),
         macs=_conv_macs(_n),
+        examples=_CONV_EXAMPLES[_n],
     ))
 
 
@@ -139,4 +147,6 @@ register(BlockSpec(
     # Each input element is scattered through the whole kernel into every output channel.
     macs=lambda p, ins, outs: math.prod(ins["in"]) * (p.out_channels // p.groups)
     * math.prod(per_dim(p.kernel_size, 2, "kernel_size")),
+    examples=(Example({"in": (8, 5, 5)}, {"out_channels": 4}),
+              Example({"in": (4, 6, 6)}, {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1})),
 ))

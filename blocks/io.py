@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import PosInt
-from blocks.spec import BlockSpec, Params, register
+from blocks.spec import BlockSpec, Example, Params, register
 
 
 class InputParams(Params):
@@ -32,6 +32,7 @@ register(BlockSpec(
     inputs=(),
     shape=lambda p, ins: tuple(p.shape),
     build=None,
+    examples=(Example({}, {"shape": [3, 8, 8]}), Example({}, {"shape": [], "dtype": "int64"})),
 ))
 
 register(BlockSpec(
@@ -42,6 +43,7 @@ register(BlockSpec(
     outputs=(),
     shape=lambda p, ins: {},
     build=None,
+    examples=(Example({"in": (10,)}),),
 ))
 
 register(BlockSpec(
@@ -50,4 +52,5 @@ register(BlockSpec(
     doc="Passes its input through unchanged.",
     shape=lambda p, ins: ins["in"],
     build=lambda p, ins: nn.Identity(),
+    examples=(Example({"in": (3, 8, 8)}),),
 ))

@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import PosInt, expect_min_rank
-from blocks.spec import BlockSpec, Params, register
+from blocks.spec import BlockSpec, Example, Params, Port, register
 
 
 class LinearParams(Params):
@@ -34,6 +34,7 @@ register(BlockSpec(
     shape=_linear_shape,
     build=lambda p, ins: nn.Linear(ins["in"][-1], p.out_features, bias=p.bias),
     macs=lambda p, ins, outs: math.prod(outs["out"]) * ins["in"][-1],
+    examples=(Example({"in": (20,)}, {"out_features": 7}), Example({"in": (5, 12)}, {"bias": False})),
 ))
 
 register(BlockSpec(
@@ -41,6 +42,8 @@ register(BlockSpec(
     category="dense",
     doc="Looks up a learned vector for each integer id (input dtype int64).",
     params=EmbeddingParams,
+    inputs=(Port("in", dtype="int"),),
     shape=lambda p, ins: (*ins["in"], p.embedding_dim),
     build=lambda p, ins: nn.Embedding(p.num_embeddings, p.embedding_dim),
+    examples=(Example({"in": ()}), Example({"in": (6,)}, {"embedding_dim": 8})),
 ))

@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import broadcast_shapes, describe, torch_dim
-from blocks.spec import BlockSpec, Params, Shape, ShapeError, register, variadic_ports
+from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register, variadic_ports
 
 Arity = Field(2, ge=2, le=64, description="number of inputs (ports in0 … in{n-1})")
 
@@ -78,6 +78,8 @@ for _type, _cls, _doc in (("add", Add, "Sum of its inputs (residual connections)
         inputs=variadic_ports,
         shape=lambda p, ins: broadcast_shapes(ins),
         build=lambda p, ins, cls=_cls: cls(),
+        examples=(Example({"in0": (3, 4, 4), "in1": (3, 4, 4)}),
+                  Example({"in0": (3, 4, 4), "in1": (3, 1, 1), "in2": (1, 4, 4)}, {"n": 3})),
     ))
 
 register(BlockSpec(
@@ -88,4 +90,5 @@ register(BlockSpec(
     inputs=variadic_ports,
     shape=_concat_shape,
     build=lambda p, ins: Concat(p.dim),
+    examples=(Example({"in0": (3, 4, 4), "in1": (5, 4, 4)}), Example({"in0": (2, 6), "in1": (2, 1)}, {"dim": -1})),
 ))

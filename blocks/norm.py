@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import PosInt, expect_min_rank, expect_rank
-from blocks.spec import BlockSpec, Params, Shape, ShapeError, register
+from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
 Eps = Annotated[float, Field(gt=0, description="added to the variance for stability")]
 
@@ -54,6 +54,7 @@ for _type, (_cls, _layouts) in _BATCHNORMS.items():
         params=BatchNormParams,
         shape=_batchnorm_rule(_layouts),
         build=lambda p, ins, cls=_cls: cls(ins["in"][0], eps=p.eps, momentum=p.momentum, affine=p.affine),
+        examples=tuple(Example({"in": (6, 5, 4, 3)[:rank]}) for rank in _layouts),
     ))
 
 
@@ -74,6 +75,7 @@ register(BlockSpec(
     params=GroupNormParams,
     shape=_groupnorm_shape,
     build=lambda p, ins: nn.GroupNorm(p.num_groups, ins["in"][0], eps=p.eps, affine=p.affine),
+    examples=(Example({"in": (8, 4, 4)}, {"num_groups": 4}),),
 ))
 
 register(BlockSpec(
@@ -83,4 +85,5 @@ register(BlockSpec(
     params=LayerNormParams,
     shape=lambda p, ins: expect_min_rank(ins["in"], 1, "(…, F)"),
     build=lambda p, ins: nn.LayerNorm(ins["in"][-1], eps=p.eps, elementwise_affine=p.elementwise_affine),
+    examples=(Example({"in": (5, 16)}),),
 ))

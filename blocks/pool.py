@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import Pad, Size, expect_min_rank, expect_rank, per_dim, window_out
-from blocks.spec import BlockSpec, Params, Shape, ShapeError, register
+from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
 
 class PoolParams(Params):
@@ -44,6 +44,12 @@ def _pool_args(p: PoolParams) -> dict:
     )
 
 
+_POOL_EXAMPLES = (
+    Example({"in": (3, 8, 8)}),
+    Example({"in": (3, 9, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
+)
+
+
 def _window_macs(p: PoolParams, ins, outs) -> int:
     return math.prod(outs["out"]) * math.prod(per_dim(p.kernel_size, 2, "kernel_size"))
 
@@ -55,6 +61,7 @@ register(BlockSpec(
     params=PoolParams,
     shape=_pool_shape,
     build=lambda p, ins: nn.MaxPool2d(**_pool_args(p)),
+    examples=_POOL_EXAMPLES,
 ))
 
 register(BlockSpec(
@@ -65,6 +72,7 @@ register(BlockSpec(
     shape=_pool_shape,
     build=lambda p, ins: nn.AvgPool2d(**_pool_args(p)),
     macs=_window_macs,
+    examples=_POOL_EXAMPLES,
 ))
 
 
@@ -81,6 +89,7 @@ register(BlockSpec(
     shape=_adaptive_shape,
     build=lambda p, ins: nn.AdaptiveAvgPool2d(per_dim(p.output_size, 2, "output_size")),
     macs=lambda p, ins, outs: math.prod(ins["in"]),
+    examples=(Example({"in": (4, 9, 7)}, {"output_size": [2, 3]}),),
 ))
 
 
@@ -97,5 +106,6 @@ register(BlockSpec(
     doc="Averages over all spatial positions: (C, …) -> (C,).",
     shape=lambda p, ins: expect_min_rank(ins["in"], 2, "(C, …)")[:1],
     build=lambda p, ins: GlobalAvgPool(),
+    examples=(Example({"in": (4, 5, 5)}), Example({"in": (4, 6)})),
     macs=lambda p, ins, outs: math.prod(ins["in"]),
 ))

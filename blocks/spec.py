@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -46,10 +47,26 @@ class NoParams(Params):
 
 @dataclass(frozen=True)
 class Port:
-    """An input port. Optional ports may stay unconnected; they are passed by keyword."""
+    """An input port. Optional ports may stay unconnected; they are passed by keyword.
+
+    ``dtype`` is the kind of tensor the port expects: ``"float"``, or ``"int"`` for ids.
+    """
 
     name: str
     optional: bool = False
+    dtype: Literal[float, int] = "float"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A valid use of a block: input shapes per port, and params (defaults where left out).
+
+    Tests start from the examples to check the shape rule against the real module, so
+    every block type has at least one.
+    """
+
+    inputs: dict[str, Shape]
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 ShapeRule = Callable[[Params, dict[str, Shape]], "Shape | dict[str, Shape]"]
@@ -82,6 +99,7 @@ class BlockSpec:
     inputs: tuple[Port, ...] | PortList = IN
     outputs: tuple[str, ...] = OUT
     macs: MacCount | None = None
+    examples: tuple[Example, ...] = ()
 
     def input_ports(self, params: Params) -> tuple[Port, ...]:
         return self.inputs(params) if callable(self.inputs) else self.inputs

@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import describe, expect_rank, torch_dim
-from blocks.spec import BlockSpec, Params, Shape, ShapeError, register
+from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
 
 class DropoutParams(Params):
@@ -47,6 +47,7 @@ register(BlockSpec(
     params=DropoutParams,
     shape=lambda p, ins: ins["in"],
     build=lambda p, ins: nn.Dropout(p.p),
+    examples=(Example({"in": (10,)}, {"p": 0.1}),),
 ))
 
 register(BlockSpec(
@@ -56,6 +57,7 @@ register(BlockSpec(
     params=DropoutParams,
     shape=lambda p, ins: expect_rank(ins["in"], 3, "(C, H, W)"),
     build=lambda p, ins: nn.Dropout2d(p.p),
+    examples=(Example({"in": (3, 4, 4)}),),
 ))
 
 
@@ -75,6 +77,7 @@ register(BlockSpec(
     params=FlattenParams,
     shape=_flatten_shape,
     build=lambda p, ins: nn.Flatten(p.start_dim, p.end_dim),
+    examples=(Example({"in": (3, 4, 5)}), Example({"in": (3, 4, 5)}, {"start_dim": 2})),
 ))
 
 
@@ -115,6 +118,7 @@ register(BlockSpec(
     params=ReshapeParams,
     shape=_reshape_shape,
     build=lambda p, ins: Reshape(p.shape),
+    examples=(Example({"in": (12,)}, {"shape": [3, 4]}), Example({"in": (2, 3, 4)}, {"shape": [-1, 2]})),
 ))
 
 
@@ -149,6 +153,7 @@ register(BlockSpec(
     params=PermuteParams,
     shape=_permute_shape,
     build=lambda p, ins: Permute(p.dims),
+    examples=(Example({"in": (3, 4, 5)}, {"dims": [2, 3, 1]}),),
 ))
 
 _UPSAMPLE_RANKS = {"linear": {2}, "bilinear": {3}, "bicubic": {3}, "trilinear": {4}, "nearest": {2, 3, 4}}
@@ -175,4 +180,6 @@ register(BlockSpec(
     params=UpsampleParams,
     shape=_upsample_shape,
     build=lambda p, ins: nn.Upsample(scale_factor=p.scale_factor, mode=p.mode),
+    examples=(Example({"in": (3, 4, 4)}, {"mode": "bilinear"}),
+              Example({"in": (2, 5)}, {"mode": "linear", "scale_factor": 1.5})),
 ))
