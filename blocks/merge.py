@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from torch import nn
 
+from blocks.base import Block
 from blocks.rules import broadcast_shapes, describe, torch_dim
 from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register, variadic_ports
 
@@ -21,7 +21,7 @@ class ConcatParams(Params):
     dim: int = Field(1, description="dim to join along, PyTorch numbering (batch = 0, channels = 1)")
 
 
-class Add(nn.Module):
+class Add(Block):
     """Sum of all inputs."""
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
@@ -31,7 +31,7 @@ class Add(nn.Module):
         return out
 
 
-class Mul(nn.Module):
+class Mul(Block):
     """Element-wise product of all inputs."""
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
@@ -41,7 +41,7 @@ class Mul(nn.Module):
         return out
 
 
-class Concat(nn.Module):
+class Concat(Block):
     """Joins the inputs along ``dim`` (PyTorch numbering)."""
 
     def __init__(self, dim: int):

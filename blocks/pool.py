@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from blocks.base import Block
 from blocks.rules import Pad, Size, expect_min_rank, expect_rank, per_dim, window_out
 from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
@@ -93,7 +94,7 @@ register(BlockSpec(
 ))
 
 
-class GlobalAvgPool(nn.Module):
+class GlobalAvgPool(Block):
     """Mean over every spatial dim: (N, C, *spatial) -> (N, C)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

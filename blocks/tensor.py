@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from blocks.base import Block
 from blocks.rules import describe, expect_rank, torch_dim
 from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
@@ -81,7 +82,7 @@ register(BlockSpec(
 ))
 
 
-class Reshape(nn.Module):
+class Reshape(Block):
     """Reshapes every sample; the batch dimension is kept."""
 
     def __init__(self, shape: list[int]):
@@ -122,7 +123,7 @@ register(BlockSpec(
 ))
 
 
-class Permute(nn.Module):
+class Permute(Block):
     """Reorders the non-batch dims; ``dims`` uses PyTorch numbering (batch = 0)."""
 
     def __init__(self, dims: list[int]):
