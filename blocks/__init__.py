@@ -3,7 +3,19 @@
 Importing this package registers every block family; ``blocks.get(type_id)`` looks one up.
 """
 
-from blocks import activation, conv, io, linear, merge, norm, pool, tensor  # noqa: F401  (registers)
+from blocks import (  # noqa: F401  (registers)
+    activation,
+    conv,
+    conv_blocks,
+    inception,
+    io,
+    linear,
+    merge,
+    norm,
+    pool,
+    residual,
+    tensor,
+)
 from blocks.spec import (
     BlockSpec,
     Example,

@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 from pydantic import ValidationError
-from torch import fx
+from torch import fx, nn
 
 import blocks
 from blocks import BlockSpec, Params, Port, Shape, ShapeError
 from graphcore.diagnostics import Diagnostic, error, warning
 from graphcore.document import GraphDoc, Node
 
-# Ids become attribute names on the compiled model, so they must not shadow its own.
-RESERVED_IDS = frozenset(dir(fx.GraphModule)) | {"doc", "init", "save", "fuse", "self"}
+# Ids become attribute names on the compiled model, so they must not shadow its own
+# (methods, and instance attributes such as ``training`` or ``_modules``).
+RESERVED_IDS = frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | {"doc", "init", "save", "fuse", "self"}
 
 
 @dataclass
