@@ -9,7 +9,7 @@
 """
 
 from graphcore.analysis import Analysis
-from graphcore.compiler import GraphModel, compile  # noqa: A004  (DESIGN.md names it gc.compile)
+from graphcore.compiler import GraphModel, compile
 from graphcore.diagnostics import Diagnostic, GraphError
 from graphcore.document import Edge, GraphDoc, Node, load, loads, save
 from graphcore.gallery import open_graph, template, templates

@@ -8,6 +8,7 @@ import copy
 import io
 import operator
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -46,6 +47,9 @@ class GraphModel(fx.GraphModule):
             return self
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise GraphError(f"{path}: cannot load weights: the file holds Python objects, not just tensors; "
+                             "NetCanvas loads plain state_dicts only") from None
         except (OSError, RuntimeError, EOFError, ValueError) as exc:
             raise GraphError(f"{path}: cannot load weights: {exc}".splitlines()[0]) from None
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
