@@ -9,10 +9,14 @@
 """
 
 from graphcore.analysis import Analysis
+from graphcore.codegen import to_python
 from graphcore.compiler import GraphModel, compile
 from graphcore.diagnostics import Diagnostic, GraphError
 from graphcore.document import Edge, GraphDoc, Node, load, loads, save
 from graphcore.gallery import open_graph, template, templates
+from graphcore.onnx_export import ExportResult, export_onnx
+from graphcore.onnx_import import from_onnx
+from graphcore.subgraphs import group, ungroup
 from graphcore.summary import Summary, SummaryRow, summary
 
 
@@ -31,6 +35,6 @@ def infer_shapes(doc: GraphDoc) -> dict[tuple[str, str], tuple[int | None, ...]]
 
 __all__ = [
     "Analysis", "Diagnostic", "Edge", "GraphDoc", "GraphError", "GraphModel", "Node", "Summary",
-    "SummaryRow", "compile", "infer_shapes", "load", "loads", "open_graph", "save", "summary",
-    "template", "templates", "validate",
+    "SummaryRow", "compile", "group", "ungroup", "infer_shapes", "load", "loads", "open_graph", "save", "summary",
+    "template", "templates", "validate", "to_python", "export_onnx", "from_onnx", "ExportResult",
 ]

@@ -28,10 +28,14 @@ import blocks
 from blocks import BlockSpec, Params, Port, Shape, ShapeError
 from graphcore.diagnostics import Diagnostic, error, warning
 from graphcore.document import Edge, GraphDoc, Node
+from graphcore.subgraphs import Library
 
 # Ids become attribute names on the compiled model, so they must not shadow its own
 # (methods, and instance attributes such as ``training`` or ``_modules``).
 RESERVED_IDS = frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | {"doc", "init", "save", "fuse", "self"}
+
+
+_BLOCKS_ONLY = Library()
 
 
 @dataclass(slots=True)
@@ -96,18 +100,16 @@ def check_params(node_id: str, spec: BlockSpec, raw: dict) -> tuple[Params | Non
     return None, problems
 
 
-def check_node(node: Node) -> NodeInfo:
+def check_node(node: Node, library: Library | None = None) -> NodeInfo:
     """Everything about a node that needs no other node: id, type, params, ports."""
+    library = library or _BLOCKS_ONLY
     info = NodeInfo(node)
     if (problem := check_id(node.id)) is not None:
         info.problems.append(problem)
-    spec = blocks.get(node.type)
+    spec = library.get(node.type)
     if spec is None:
-        guess = blocks.nearest(node.type, blocks.type_ids())
-        info.problems.append(error(
-            node.id, f"unknown block type {node.type!r}",
-            hint=f"did you mean {guess!r}?" if guess else "see `netcanvas blocks` for the list",
-        ))
+        message, hint = library.unknown(node.type)
+        info.problems.append(error(node.id, message, hint=hint))
         return info
     info.spec = spec
     info.params, problems = check_params(node.id, spec, node.params)
@@ -127,8 +129,14 @@ def check_node(node: Node) -> NodeInfo:
 class Analysis:
     """Diagnostics and shapes of one document; see the module docstring."""
 
-    def __init__(self, doc: GraphDoc):
+    def __init__(self, doc: GraphDoc, *, library: Library | None = None,
+                 input_shapes: dict[str, Shape] | None = None):
+        """``library`` resolves ``subgraph:NAME`` types (default: ``doc.subgraphs``);
+        ``input_shapes`` overrides the shapes of input nodes (how a subgraph is analysed
+        with the shapes that reach it)."""
         self.doc = doc
+        self.library = library or Library(doc.subgraphs)
+        self.input_shapes = input_shapes or {}
         self._build()
 
     # ----------------------------------------------------------------- full pass
@@ -146,7 +154,7 @@ class Analysis:
                 self.graph_problems.append(error(node.id, "duplicate id: another node already has it",
                                                  hint="give every node its own id"))
                 continue
-            self.nodes[node.id] = check_node(node)
+            self.nodes[node.id] = check_node(node, self.library)
         self._wire()
         self._order()
         for node_id in self.order:
@@ -244,6 +252,9 @@ class Analysis:
         info.inputs = info.outputs = info.shape_problem = None
         if info.params is None or info.input_ports is None:
             return
+        if node_id in self.input_shapes:
+            info.outputs = {"out": tuple(self.input_shapes[node_id])}
+            return
         inputs = {}
         for port_name, (src, src_port) in self.in_edges[node_id].items():
             upstream = self.nodes[src].outputs
@@ -296,7 +307,7 @@ class Analysis:
         a new ``n`` on a variadic block) changes the wiring, so it falls back to ``rebuild``.
         """
         old = self.nodes[node_id]
-        new = check_node(old.node)
+        new = check_node(old.node, self.library)
         if (new.input_ports, new.output_ports) != (old.input_ports, old.output_ports):
             return self.rebuild()
         new.wiring = old.wiring

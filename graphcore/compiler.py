@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
+from graphcore import fusion
 from graphcore.analysis import Analysis
 from graphcore.diagnostics import GraphError, errors
 from graphcore.document import GraphDoc, write_atomic
@@ -70,6 +71,12 @@ class GraphModel(fx.GraphModule):
             raise GraphError(f"{source}: the weights do not fit graph {self.doc.name!r}: {'; '.join(parts)}")
         self.load_state_dict(state)
 
+    def fuse(self) -> GraphModel:
+        """An eval-mode copy with every conv+BN and linear+BN folded into one layer, also inside
+        blocks; its outputs equal this model's in eval mode. For inference and export only."""
+        fused = fusion.fuse(self)
+        return GraphModel(fused, fused.graph, self.doc)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the state_dict atomically (``init(path)`` reads it back)."""
         buffer = io.BytesIO()
@@ -84,8 +91,11 @@ class GraphModel(fx.GraphModule):
         return clone
 
 
-def compile(doc: GraphDoc, *, analysis: Analysis | None = None) -> GraphModel:  # noqa: A001  (public API name)
-    """Build the model; a graph with errors raises ``GraphError`` listing every problem."""
+def compile(doc: GraphDoc, *, analysis: Analysis | None = None, fuse: bool = False) -> GraphModel:  # noqa: A001
+    """Build the model; a graph with errors raises ``GraphError`` listing every problem.
+
+    ``fuse=True`` returns the inference model with BatchNorm folded (see ``GraphModel.fuse``).
+    """
     analysis = analysis or Analysis(doc)
     problems = errors(analysis.diagnostics)
     if problems:
@@ -118,4 +128,5 @@ def compile(doc: GraphDoc, *, analysis: Analysis | None = None) -> GraphModel:  
     outputs = [results[n.id] for n in doc.nodes if n.type == "output"]
     graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     graph.lint()
-    return GraphModel(root, graph, doc.model_copy(deep=True))
+    model = GraphModel(root, graph, doc.model_copy(deep=True))
+    return model.fuse() if fuse else model
