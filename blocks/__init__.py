@@ -5,6 +5,7 @@ Importing this package registers every block family; ``blocks.get(type_id)`` loo
 
 from blocks import (  # noqa: F401  (registers)
     activation,
+    attention,
     conv,
     conv_blocks,
     inception,
@@ -15,6 +16,8 @@ from blocks import (  # noqa: F401  (registers)
     pool,
     residual,
     tensor,
+    unet,
+    video,
 )
 from blocks.spec import (
     BlockSpec,

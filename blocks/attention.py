@@ -22,8 +22,8 @@ from blocks.rules import PosInt, describe, expect_min_rank, expect_rank
 from blocks.spec import BlockSpec, Example, Params, Port, Shape, ShapeError, register
 
 Heads = Annotated[int, Field(ge=1, le=64, description="number of attention heads (must divide the width)")]
-Dropout = Annotated[float, Field(ge=0, lt=1, description="probability of zeroing an element while training")]
-AttnDropout = Annotated[float, Field(ge=0, lt=1, description="dropout on the attention weights while training")]
+DropoutRate = Annotated[float, Field(ge=0, lt=1, description="probability of zeroing an element while training")]
+AttnDropoutRate = Annotated[float, Field(ge=0, lt=1, description="dropout on the attention weights while training")]
 Groups = Annotated[int, Field(ge=1, description="GroupNorm groups (must divide the channels)")]
 
 
@@ -200,7 +200,7 @@ class MultiheadParams(Params):
     separate_inputs: bool = Field(
         False, description="take queries, keys and values on ports q, k, v; off: one input 'in' attends to itself"
     )
-    dropout: AttnDropout = 0.0
+    dropout: AttnDropoutRate = 0.0
 
 
 def _mha_ports(p: MultiheadParams) -> tuple[Port, ...]:
@@ -256,7 +256,7 @@ register(BlockSpec(
 # ----------------------------------------------------------------------------- cross_attention
 class CrossAttentionParams(Params):
     num_heads: Heads = 8
-    dropout: AttnDropout = 0.0
+    dropout: AttnDropoutRate = 0.0
     eps: float = Field(1e-5, gt=0, description="LayerNorm epsilon")
 
 
@@ -288,7 +288,7 @@ register(BlockSpec(
 # ----------------------------------------------------------------------------- ffn
 class FfnParams(Params):
     hidden_mult: float = Field(4.0, gt=0, le=64, description="hidden width = int(width · hidden_mult)")
-    dropout: Dropout = 0.0
+    dropout: DropoutRate = 0.0
 
 
 def _hidden(width: int, mult: float, name: str) -> int:
@@ -320,8 +320,8 @@ register(BlockSpec(
 class TransformerParams(Params):
     num_heads: Heads = 12
     mlp_ratio: float = Field(4.0, gt=0, le=64, description="MLP hidden width = int(width · mlp_ratio)")
-    dropout: Dropout = 0.0
-    attention_dropout: AttnDropout = 0.0
+    dropout: DropoutRate = 0.0
+    attention_dropout: AttnDropoutRate = 0.0
     eps: float = Field(1e-6, gt=0, description="LayerNorm epsilon (ViT uses 1e-6)")
 
 
