@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from graphcore.analysis import Analysis
 from graphcore.diagnostics import GraphError, errors
+from graphcore.export_commands import add_export_arguments, add_import_arguments, export_command, import_command
 from graphcore.gallery import open_graph, templates
 from graphcore.summary import summary
 
@@ -68,6 +69,10 @@ def summary_command(args: argparse.Namespace) -> int:
 def templates_command(args: argparse.Namespace) -> int:
     print("\n".join(templates()))
     return 0
+
+
+command("export", "write a graph as standalone Python or verified ONNX", add_export_arguments)(export_command)
+command("import", "open an ONNX model as a graph and its weights", add_import_arguments)(import_command)
 
 
 def editor(argv: list[str]) -> int:

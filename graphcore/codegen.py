@@ -1,0 +1,527 @@
+"""Export a graph as a standalone Python file that needs only PyTorch.
+
+The file holds the block classes the graph uses (their own source, with NetCanvas's ``Block``
+base replaced by ``nn.Module``, and any block classes or helpers they use, dependencies first),
+the network class named after the graph, ``build_model()`` and a ``__main__`` that runs one
+forward pass. Submodules are named after node ids, as in the compiled model, so a state_dict
+saved in NetCanvas loads into the generated code with ``strict=True``.
+
+Safety: every identifier comes through ``graphcore.names``; user text (graph name, labels,
+input names) only enters as a ``repr()`` literal or inside a comment, escaped onto one line.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib
+import inspect
+import math
+import operator
+import re
+import sys
+import textwrap
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from blocks.base import Block
+from graphcore.analysis import Analysis
+from graphcore.compiler import GraphModel, compile
+from graphcore.diagnostics import GraphError
+from graphcore.document import GraphDoc
+from graphcore.inputs import input_specs
+from graphcore.names import Namespace, class_name
+
+INDENT = "    "
+EXAMPLE_BATCH = 2
+
+# Constructor arguments that a torch.nn module keeps under another attribute.
+_ATTRIBUTE_OF = {
+    (nn.MultiheadAttention, "bias"): lambda m: m.in_proj_bias is not None,
+    (nn.MultiheadAttention, "add_bias_kv"): lambda m: m.bias_k is not None,
+}
+_SKIPPED_ARGS = {"device", "dtype"}
+
+
+def to_python(doc: GraphDoc) -> str:
+    """Standalone Python source for ``doc``; raises ``GraphError`` if the graph does not compile."""
+    analysis = Analysis(doc)
+    model = compile(doc, analysis=analysis)
+    return _Writer(analysis, model).source()
+
+
+# ----------------------------------------------------------------------------- user text
+def comment(text: Any, limit: int = 120) -> str:
+    """User text made safe for a ``#`` comment: escaped, one line, shortened."""
+    escaped = repr(str(text))[1:-1]
+    return escaped if len(escaped) <= limit else escaped[: limit - 1] + "…"
+
+
+def literal(value: Any) -> str:
+    """A Python literal for a plain value (what ``Block.init_kwargs`` and torch args hold)."""
+    if value is None or isinstance(value, bool | int | str):
+        return repr(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return 'float("nan")'
+        if math.isinf(value):
+            return 'float("inf")' if value > 0 else '-float("inf")'
+        return repr(value)
+    if isinstance(value, tuple):
+        items = ", ".join(literal(v) for v in value)
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    if isinstance(value, list):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, dict) and all(isinstance(k, str | int) for k in value):
+        return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"{type(value).__name__} value {value!r} cannot be written as a literal")
+
+
+def shape_comment(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(["B", *(str(d) for d in shape)]) + ")"
+
+
+# ----------------------------------------------------------------------------- module constructors
+@dataclass
+class _Definitions:
+    """Top-level code that the network needs: imports, constants, helpers and block classes."""
+
+    namespace: Namespace
+    imports: dict[str, str] = field(default_factory=dict)  # bound name -> import line
+    defs: dict[str, object] = field(default_factory=dict)  # bound name -> object, in dependency order
+    code: dict[str, str] = field(default_factory=dict)  # bound name -> its source
+    _visiting: set[int] = field(default_factory=set)
+
+    def bind(self, name: str, obj: object, source_of: str) -> None:
+        """Make ``name`` mean ``obj`` at the top level of the file."""
+        if name in self.imports or name in self.defs:
+            known = self.defs.get(name)
+            if known is obj or (known is None and self._import_line(name, obj) == self.imports.get(name)):
+                return
+            raise GraphError(f"cannot export: {source_of} uses the name {name!r}, which another block "
+                             "already uses for something else")
+        if obj is Block:  # used other than as a base (say, in isinstance): it is an nn.Module there
+            self._claim(name, source_of)
+            self.bind("nn", nn, source_of)
+            self.defs[name] = obj
+            self.code[name] = f"{name} = nn.Module"
+            return
+        if isinstance(obj, types.ModuleType) or _is_library(obj):
+            line = self._import_line(name, obj)
+            if self.namespace.name(name) != name:
+                raise GraphError(f"cannot export: name {name!r} (used by {source_of}) clashes with another")
+            self.imports[name] = line
+            return
+        if isinstance(obj, type) and issubclass(obj, nn.Module) or isinstance(obj, types.FunctionType):
+            self._add_source(name, obj)
+            return
+        try:
+            text = literal(obj)
+        except TypeError:
+            raise GraphError(f"cannot export: {source_of} uses {name!r}, a {type(obj).__name__}, "
+                             "which is neither torch, a block class, a helper function nor a plain value") from None
+        self._claim(name, source_of)
+        self.defs[name] = obj
+        self.code[name] = f"{name} = {text}"
+
+    def _claim(self, name: str, source_of: str) -> None:
+        if self.namespace.name(name) != name:
+            raise GraphError(f"cannot export: name {name!r} (used by {source_of}) clashes with another")
+
+    @staticmethod
+    def _import_line(name: str, obj: object) -> str:
+        if isinstance(obj, types.ModuleType):
+            full = obj.__name__
+            if full == name:
+                return f"import {full}"
+            parent, _, last = full.rpartition(".")
+            return f"from {parent} import {last}" if parent and last == name else f"import {full} as {name}"
+        module, attr = obj.__module__, obj.__name__
+        suffix = "" if attr == name else f" as {name}"
+        return f"from {module} import {attr}{suffix}"
+
+    def _add_source(self, name: str, obj: type | types.FunctionType) -> None:
+        if id(obj) in self._visiting:
+            raise GraphError(f"cannot export: {obj.__qualname__} depends on itself through its helpers")
+        if name != obj.__name__:
+            raise GraphError(f"cannot export: {obj.__qualname__} is used under another name ({name!r})")
+        if "<locals>" in obj.__qualname__:
+            raise GraphError(f"cannot export: {obj.__qualname__} is defined inside a function")
+        self._visiting.add(id(obj))
+        try:
+            source = textwrap.dedent(inspect.getsource(obj))
+        except (OSError, TypeError):
+            raise GraphError(f"cannot export: the source of {obj.__qualname__} is not available") from None
+        top = ast.parse(source).body[0]
+        if isinstance(top, ast.ClassDef):
+            source = self._rebase(source, top, obj)
+        tree = ast.parse(source)
+        scope = vars(sys.modules[obj.__module__])
+        for free in _free_names(tree):
+            if free == "nn" and scope.get(free, nn) is nn:  # maybe brought in by the rebase
+                self.bind("nn", nn, obj.__qualname__)
+            elif free in scope:
+                self.bind(free, scope[free], obj.__qualname__)
+            elif not hasattr(builtins, free):
+                raise GraphError(f"cannot export: {obj.__qualname__} uses {free!r}, which is not defined")
+        self._visiting.discard(id(obj))
+        self._claim(name, obj.__qualname__)
+        self.defs[name] = obj
+        self.code[name] = source.rstrip()
+
+    def _rebase(self, source: str, tree: ast.ClassDef, cls: type) -> str:
+        """Replace the ``Block`` base by ``nn.Module`` (the generated file has no NetCanvas)."""
+        lines = source.splitlines(keepends=True)
+        scope = vars(sys.modules[cls.__module__])
+        for base in reversed(tree.bases):
+            if isinstance(base, ast.Name) and scope.get(base.id) is Block:
+                line = lines[base.lineno - 1]
+                lines[base.lineno - 1] = line[: base.col_offset] + "nn.Module" + line[base.end_col_offset:]
+        return "".join(lines)
+
+    def lines(self) -> list[str]:
+        """Import lines: the standard library, a blank line, then torch."""
+        def key(line: str) -> tuple:
+            return (line.split()[1].startswith("torch"), line.startswith("from"), line)
+        ordered = sorted(set(self.imports.values()), key=key)
+        split = next((i for i, line in enumerate(ordered) if key(line)[0]), len(ordered))
+        return ordered[:split] + ([""] if 0 < split < len(ordered) else []) + ordered[split:]
+
+    def bodies(self) -> list[str]:
+        return [self.code[name] for name in self.defs]
+
+
+def _is_library(obj: object) -> bool:
+    """Torch or the standard library, which the generated file imports rather than copies."""
+    module = getattr(obj, "__module__", None)
+    if not isinstance(module, str) or not hasattr(obj, "__name__"):
+        return False
+    root = module.partition(".")[0]
+    if root not in ("torch", *sys.stdlib_module_names):
+        return False
+    try:
+        return getattr(importlib.import_module(module), obj.__name__) is obj
+    except (ImportError, AttributeError):
+        return False
+
+
+def _free_names(tree: ast.AST) -> list[str]:
+    """Names a definition reads but does not bind itself (annotations are not evaluated)."""
+    bound: set[str] = set()
+    loads: dict[str, None] = {}
+
+    class Visitor(ast.NodeVisitor):
+        def visit_Name(self, node: ast.Name) -> None:
+            if isinstance(node.ctx, ast.Load):
+                loads.setdefault(node.id)
+            else:
+                bound.add(node.id)
+
+        def visit_arg(self, node: ast.arg) -> None:
+            bound.add(node.arg)  # its annotation is skipped
+
+        def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+            bound.add(node.name)
+            for child in (*node.decorator_list, node.args, *node.body):
+                self.visit(child)
+
+        visit_FunctionDef = visit_AsyncFunctionDef = _function
+
+        def visit_ClassDef(self, node: ast.ClassDef) -> None:
+            bound.add(node.name)
+            for child in (*node.decorator_list, *node.bases, *node.keywords, *node.body):
+                self.visit(child)
+
+        def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+            for child in (node.target, node.value):
+                if child is not None:
+                    self.visit(child)
+
+        def visit_alias(self, node: ast.alias) -> None:
+            bound.add((node.asname or node.name).partition(".")[0])
+
+        def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+            if node.name:
+                bound.add(node.name)
+            self.generic_visit(node)
+
+    Visitor().visit(tree.body[0] if isinstance(tree, ast.Module) else tree)
+    return [name for name in loads if name not in bound]
+
+
+def _builtin_call(module: nn.Module, node_id: str, collapse: bool) -> tuple[list[str], list[str]]:
+    """Positional and keyword argument texts that rebuild a torch.nn module from its attributes."""
+    cls = type(module)
+    positional, keywords = [], []
+    for name, param in list(inspect.signature(cls.__init__).parameters.items())[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name in _SKIPPED_ARGS or name.startswith("_"):
+            continue
+        getter = _ATTRIBUTE_OF.get((cls, name))
+        if getter is not None:
+            value = getter(module)
+        elif hasattr(module, name):
+            value = getattr(module, name)
+            if isinstance(value, torch.Tensor) or (value is None and isinstance(param.default, bool)):
+                value = value is not None  # ``bias=True`` is kept as the bias Parameter itself
+        elif param.default is param.empty:
+            raise GraphError(f"node {node_id!r}: cannot write {cls.__name__} back as code (no attribute {name!r})")
+        else:
+            continue  # not kept: the default is assumed, and the check below catches a wrong guess
+        if collapse and isinstance(value, tuple) and value and len(set(value)) == 1 and isinstance(value[0], int):
+            value = value[0]  # kernel_size=(5, 5) -> 5
+        if param.default is not param.empty and _equal(value, param.default):
+            continue
+        try:
+            text = literal(value)
+        except TypeError as exc:
+            raise GraphError(f"node {node_id!r}: cannot write {cls.__name__}({name}=…) as code: {exc}") from None
+        if param.default is param.empty and param.kind != param.KEYWORD_ONLY and not keywords:
+            positional.append(text)
+        else:
+            keywords.append(f"{name}={text}")
+    return positional, keywords
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001  (a comparison that cannot be made is not equal)
+        return False
+
+
+_UNIFORM_TUPLE = re.compile(r"\((-?\d+)(?:, \1)+\)")
+
+
+def _signature_of(module: nn.Module) -> tuple[str, dict[str, tuple]]:
+    """What two modules must share to be interchangeable: their repr (where ``(2, 2)`` and ``2``
+    mean the same window) and their parameter and buffer shapes."""
+    return (_UNIFORM_TUPLE.sub(r"\1", repr(module)),
+            {k: tuple(v.shape) for k, v in module.state_dict().items()})
+
+
+# ----------------------------------------------------------------------------- the writer
+class _Writer:
+    def __init__(self, analysis: Analysis, model: GraphModel):
+        self.analysis = analysis
+        self.model = model
+        self.doc = analysis.doc
+        self.top = Namespace({"annotations", "build_model", "model", "out", "y"})
+        self.defs = _Definitions(self.top)
+        self._subgraph_bodies: dict[str, str] = {}
+        self.defs.bind("torch", torch, "the network")
+        self.defs.bind("nn", nn, "the network")
+        self.defs.bind("sys", sys, "the network")
+
+    # -- constructors
+    def constructor(self, module: nn.Module, node_id: str) -> str:
+        """An expression that builds a module equal to ``module`` (checked on the meta device)."""
+        expr = self._expression(module, node_id)
+        scope: dict[str, Any] = {"torch": torch, "nn": nn}
+        for line in self.defs.imports.values():
+            exec(line, scope)  # noqa: S102  (our own import lines: torch or the standard library)
+        for name, obj in self.defs.defs.items():
+            if isinstance(obj, GraphModel):  # a subgraph: its class exists only as generated code
+                exec(self.defs.code[name], scope)  # noqa: S102
+            else:
+                scope[name] = obj
+        with torch.device("meta"):
+            rebuilt = eval(expr, scope)  # noqa: S307  (an expression we generated from literals)
+        nested = any(isinstance(m, GraphModel) for m in module.modules())
+        same = (_signature_of(rebuilt)[1] == _signature_of(module)[1] if nested else
+                type(rebuilt) is type(module) and _signature_of(rebuilt) == _signature_of(module))
+        if not same:
+            raise GraphError(f"node {node_id!r}: the generated constructor does not rebuild its "
+                             f"{type(module).__name__} exactly: {expr}")
+        return expr
+
+    def _subgraph_class(self, model: GraphModel, node_id: str) -> str:
+        """A class for a subgraph's compiled model, written from its torch.fx graph."""
+        local = Namespace({"self"})
+        init, forward, values, args = [], [], {}, []
+        for child, module in model.named_children():
+            init.append(f"self.{Namespace(avoid_builtins=False).name(child)} = {self.constructor(module, node_id)}")
+        for node in model.graph.nodes:
+            if node.op == "placeholder":
+                values[node] = local.name(node.target)
+                args.append(values[node])
+            elif node.op == "call_module":
+                values[node] = local.name(node.name)
+                call = [values[a] for a in node.args] + [f"{k}={values[v]}" for k, v in node.kwargs.items()]
+                forward.append(f"{values[node]} = self.{node.target}({', '.join(call)})")
+            elif node.op == "call_function" and node.target is operator.getitem:
+                values[node] = local.name(node.name)
+                forward.append(f"{values[node]} = {values[node.args[0]]}[{int(node.args[1])}]")
+            elif node.op == "output":
+                result = node.args[0]
+                items = result if isinstance(result, tuple) else (result,)
+                forward.append("return " + ", ".join(values[item] for item in items))
+            else:
+                raise GraphError(f"node {node_id!r}: subgraph step {node.op} {node.target} cannot be exported")
+        body = "\n".join([
+            f'{INDENT}"""A subgraph of the network: a block made of blocks."""',
+            "",
+            f"{INDENT}def __init__(self):",
+            f"{INDENT * 2}super().__init__()",
+            *(INDENT * 2 + line for line in init),
+            "",
+            f"{INDENT}def forward(self, {', '.join(args)}):",
+            *(INDENT * 2 + line for line in forward),
+        ])
+        if body in self._subgraph_bodies:  # copies of a repeated subgraph share one class
+            return self._subgraph_bodies[body]
+        name = self.top.name(class_name(model.doc.name), fallback="Subgraph")
+        self._subgraph_bodies[body] = name
+        code = "\n".join([f"# The subgraph {comment(repr(model.doc.name))}.", f"class {name}(nn.Module):", body])
+        self.defs.defs[name] = model
+        self.defs.code[name] = code
+        return name
+
+    def _expression(self, module: nn.Module, node_id: str) -> str:
+        cls = type(module)
+        if isinstance(module, GraphModel):
+            return f"{self._subgraph_class(module, node_id)}()"
+        if isinstance(module, Block):
+            self.defs.bind(cls.__name__, cls, f"node {node_id!r}")
+            return f"{cls.__name__}({self._block_args(module, node_id)})"
+        if cls in (nn.Sequential, nn.ModuleList):
+            names = list(module._modules)
+            if names != [str(i) for i in range(len(names))]:
+                raise GraphError(f"node {node_id!r}: a {cls.__name__} with named children cannot be exported")
+            inner = ", ".join(self._expression(child, node_id) for child in module)
+            return f"nn.{cls.__name__}({inner})" if cls is nn.Sequential else f"nn.ModuleList([{inner}])"
+        if getattr(nn, cls.__name__, None) is cls:
+            for collapse in (True, False):
+                positional, keywords = _builtin_call(module, node_id, collapse)
+                expr = f"nn.{cls.__name__}({', '.join(positional + keywords)})"
+                with torch.device("meta"):
+                    rebuilt = eval(expr, {"nn": nn, "float": float})  # noqa: S307  (literals only)
+                if _signature_of(rebuilt) == _signature_of(module):
+                    return expr
+            raise GraphError(f"node {node_id!r}: cannot write {cls.__name__} back as code exactly")
+        raise GraphError(f"node {node_id!r}: a {cls.__module__}.{cls.__qualname__} module cannot be exported "
+                         "(only torch.nn modules and NetCanvas blocks can)")
+
+    def _block_args(self, module: Block, node_id: str) -> str:
+        signature = inspect.signature(type(module).__init__)
+        params = list(signature.parameters.values())[1:]
+        recorded = module.__dict__.get("init_kwargs", {})  # a block without its own __init__ takes none
+        parts = []
+        for param in params:
+            if param.name not in recorded:
+                continue
+            value = recorded[param.name]
+            try:
+                text = literal(value)
+            except TypeError as exc:
+                raise GraphError(f"node {node_id!r}: {type(module).__name__}({param.name}=…): {exc}") from None
+            if param.kind == param.VAR_POSITIONAL:
+                parts.extend(literal(v) for v in value)
+            elif param.kind == param.VAR_KEYWORD:
+                parts.extend(f"{k}={literal(v)}" for k, v in value.items())
+            elif param.default is param.empty and param.kind != param.KEYWORD_ONLY:
+                parts.append(text)
+            elif not _equal(value, param.default):
+                parts.append(f"{param.name}={text}")
+        return ", ".join(parts)
+
+    # -- the file
+    def source(self) -> str:
+        analysis, model = self.analysis, self.model
+        attrs = Namespace(avoid_builtins=False)
+        local = Namespace({"self"})
+        nodes = [nid for nid in analysis.order
+                 if nid in analysis.live and analysis.nodes[nid].node.type not in ("input", "output")]
+
+        init_lines = []
+        for nid in nodes:
+            if attrs.name(nid) != nid:  # ids are validated identifiers, so this never renames
+                raise GraphError(f"node {nid!r}: id cannot be used as an attribute name")
+            label = analysis.nodes[nid].node.label
+            note = f"  # {comment(label)}" if label else ""
+            init_lines.append(f"self.{nid} = {self.constructor(getattr(model, nid), nid)}{note}")
+
+        specs = input_specs(analysis, model)
+        values: dict[tuple[str, str], str] = {}
+        args = []
+        for spec in specs:
+            var = local.name(spec.name)
+            values[(spec.node_id, "out")] = var
+            args.append(var)
+        forward = []
+        for nid in nodes:
+            info = analysis.nodes[nid]
+            edges = analysis.in_edges[nid]
+            call = [values[edges[p.name]] for p in info.input_ports if not p.optional]
+            call += [f"{p.name}={values[edges[p.name]]}" for p in info.input_ports if p.optional and p.name in edges]
+            ports = info.spec.outputs
+            if len(ports) == 1:
+                targets = [local.name(nid)]
+                shapes = shape_comment(info.outputs[ports[0]])
+            else:
+                targets = [local.name(f"{nid}_{port}") for port in ports]
+                shapes = ", ".join(f"{port} {shape_comment(info.outputs[port])}" for port in ports)
+            for port, var in zip(ports, targets):
+                values[(nid, port)] = var
+            forward.append(f"{', '.join(targets)} = self.{nid}({', '.join(call)})  # {shapes}")
+        results = [values[analysis.in_edges[n.id]["in"]] for n in self.doc.nodes
+                   if n.type == "output" and n.id in analysis.live]
+        forward.append(f"return {', '.join(results)}")
+
+        net = self.top.name(class_name(self.doc.name), fallback="Net")
+        out: list[str] = [
+            f"# {net}: generated by NetCanvas from the graph {comment(repr(self.doc.name))}.",
+            "# Needs only PyTorch. Run it to check it: python this_file.py [weights.pt]",
+            "",
+            "from __future__ import annotations",
+            "",
+            *self.defs.lines(),
+        ]
+        for body in self.defs.bodies():
+            out += ["", "", body]
+        out += [
+            "", "",
+            f"class {net}(nn.Module):",
+            f'{INDENT}"""The network; submodules are named after the graph\'s node ids."""',
+            "",
+            f"{INDENT}def __init__(self):",
+            f"{INDENT * 2}super().__init__()",
+            *(INDENT * 2 + line for line in init_lines),
+            "",
+            f"{INDENT}def forward(self, {', '.join(args)}):",
+            *(INDENT * 2 + line for line in forward),
+            "", "",
+            f"def build_model(weights: str | None = None) -> {net}:",
+            f'{INDENT}"""The network, randomly initialised, or with the weights of a saved state_dict."""',
+            f"{INDENT}model = {net}()",
+            f"{INDENT}if weights is not None:",
+            f'{INDENT * 2}model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))',
+            f"{INDENT}return model",
+            "", "",
+            'if __name__ == "__main__":',
+            f"{INDENT}model = build_model(sys.argv[1] if len(sys.argv) > 1 else None).eval()",
+        ]
+        main_args = []
+        for spec, arg in zip(specs, args):
+            var = self.top.name(arg)
+            main_args.append(var)
+            size = literal((EXAMPLE_BATCH, *spec.shape))
+            if spec.dtype == "int64":
+                out.append(f"{INDENT}{var} = torch.randint(0, {spec.high}, {size})")
+            else:
+                out.append(f"{INDENT}{var} = torch.randn{size}")
+        out += [
+            f"{INDENT}with torch.no_grad():",
+            f"{INDENT * 2}out = model({', '.join(main_args)})",
+        ]
+        if len(results) == 1:
+            out.append(f"{INDENT}print(tuple(out.shape))")
+        else:
+            out.append(f"{INDENT}for y in out:")
+            out.append(f"{INDENT * 2}print(tuple(y.shape))")
+        source = "\n".join(out) + "\n"
+        ast.parse(source)  # a bug here must never reach a user as a broken file
+        return source
