@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-fast run bench lint clean
+export SE_OFFLINE := true
+
+.PHONY: test test-fast run bench lint browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+# Debian's chromium + chromium-driver for the real-browser tests (they skip, saying why, without them).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "chromium + chromium-driver are not installed: the real-browser tests will be skipped"
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 test-fast: lint
