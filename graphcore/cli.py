@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -15,7 +16,9 @@ from graphcore.analysis import Analysis
 from graphcore.diagnostics import GraphError, errors
 from graphcore.export_commands import add_export_arguments, add_import_arguments, export_command, import_command
 from graphcore.gallery import open_graph, templates
+from graphcore.sample import add_sample_arguments, sample_command
 from graphcore.summary import summary
+from graphcore.train import add_train_arguments, train_command
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
@@ -71,22 +74,27 @@ def templates_command(args: argparse.Namespace) -> int:
     return 0
 
 
+command("train", "train a graph on a dataset into a run folder (runs/NAME)", add_train_arguments)(train_command)
+command("sample", "draw samples from a trained diffusion run", add_sample_arguments)(sample_command)
 command("export", "write a graph as standalone Python or verified ONNX", add_export_arguments)(export_command)
 command("import", "open an ONNX model as a graph and its weights", add_import_arguments)(import_command)
 
 
 def editor(argv: list[str]) -> int:
-    """``netcanvas [--host H] [--port P] [G.json]``: the editor (for now: check and summarise)."""
-    parser = argparse.ArgumentParser(prog="netcanvas", description="NetCanvas: compose neural networks visually.")
-    parser.add_argument("graph", nargs="?", default="lenet5", help="graph JSON file or template name")
-    parser.add_argument("--host", default="127.0.0.1")
+    """``netcanvas [--host H] [--port P] [--token T] [--native] [G.json]``: start the editor."""
+    parser = argparse.ArgumentParser(prog="netcanvas", description="NetCanvas: compose neural networks visually. "
+                                     f"Commands: {', '.join(COMMANDS)} (netcanvas COMMAND -h).")
+    parser.add_argument("graph", nargs="?", default="lenet5", help="graph JSON file or template name to open")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--token", default=os.environ.get("NETCANVAS_TOKEN"),
+                        help="access token the page asks for; required for a --host other than loopback "
+                             "(default: $NETCANVAS_TOKEN)")
+    parser.add_argument("--native", action="store_true", help="open in a desktop window (needs pywebview)")
     args = parser.parse_args(argv)
-    doc = open_graph(args.graph)
-    print(summary(doc))
-    print("\nThe canvas editor is not built yet. Meanwhile, the command line:")
-    for name, (help_text, _, _) in COMMANDS.items():
-        print(f"  netcanvas {name:<10} {help_text}")
+    from app.main import Settings, run  # the UI is only imported when the editor starts
+
+    run(Settings(graph=args.graph, host=args.host, port=args.port, token=args.token or None, native=args.native))
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,7 @@ def _npz(path: Path, shape: tuple[int, ...]) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise GraphError(f"{path}: cannot read this .npz file: {exc}".splitlines()[0]) from None
     if "x" not in arrays:
         raise GraphError(f"{path}: no array named 'x' (found: {', '.join(arrays) or 'nothing'})")

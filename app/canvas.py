@@ -1,0 +1,59 @@
+"""The canvas element: the Vue Flow graph view, built from ``static/`` into ``static/bundle``.
+
+Python state goes down as the ``graph`` prop (a whole document, on load) and as deltas
+(``apply``); what the user does comes up as ``edit`` events (``{"op": ..., ...}``) and
+``select`` events (a list of node ids). The browser never decides anything about the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nicegui.element import Element
+from nicegui.events import GenericEventArguments
+
+from graphcore.edits import Delta
+
+
+class Canvas(Element, component="../static/canvas.js", esm={"netcanvas-flow": "../static/bundle"}):
+    """A graph canvas; ``on_edit(dict)`` gets each edit the user makes, ``on_select(list)`` the selection."""
+
+    def __init__(self, view: dict, *, on_edit: Callable[[dict], Any], on_select: Callable[[list[str]], Any]) -> None:
+        super().__init__()
+        self._version = 0
+        self.load(view, update=False)
+        self.on("edit", lambda e: on_edit(_args(e)))
+        self.on("select", lambda e: on_select(list(_args(e) or [])))
+
+    def load(self, view: dict, *, update: bool = True) -> None:
+        """Show a whole new document (a new version number makes the browser redraw it)."""
+        self._version += 1
+        self._props["graph"] = {**view, "version": self._version}
+        if update:
+            self.update()
+
+    def apply(self, delta: Delta) -> None:
+        """Redraw what an edit changed."""
+        if not delta.empty or delta.ids:
+            self.run_method("applyDelta", delta.to_dict())
+
+    def select(self, node_ids: list[str]) -> None:
+        self.run_method("select", node_ids)
+
+    def focus_node(self, node_id: str) -> None:
+        self.run_method("focusNode", node_id)
+
+    def auto_layout(self, selection_only: bool = False) -> None:
+        self.run_method("autoLayout", selection_only)
+
+    def fit(self) -> None:
+        self.run_method("fit")
+
+
+def _args(event: GenericEventArguments) -> Any:
+    """Vue emits one argument; NiceGUI may pass it bare or in a one-item list."""
+    args = event.args
+    if isinstance(args, list) and len(args) == 1 and isinstance(args[0], dict | list):
+        return args[0]
+    return args

@@ -1,0 +1,445 @@
+"""A model served by a worker process with dynamic batching.
+
+    inferencer = Inferencer(model, device="cpu", max_batch=32)
+    y = inferencer(x)                  # like model(x); x is one sample or a batch
+    client = inferencer.create_client()  # picklable: hand it to other processes or threads
+    rid = client.infer_async(x); ...; y = client.wait_for_resp(rid)
+    inferencer.update_params(new_model.state_dict())
+
+The worker gathers the requests waiting at that moment into one forward pass of up to
+``max_batch`` samples, so many small concurrent callers share the cost of one batch.
+Requests travel over a local socket (``multiprocessing.connection``, authenticated with a
+random key) as plain pickles of tensors; the model travels as its graph JSON and state_dict,
+never as a pickled module. A request that fails (wrong shape, an error in the model) gets its
+error back as ``InferenceError``; the requests batched with it are answered normally. The
+worker stops when the ``Inferencer`` is closed, deleted or garbage collected, or when the
+process that started it ends.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import shutil
+import tempfile
+import threading
+import uuid
+import weakref
+from collections.abc import Sequence
+from multiprocessing.connection import Client, Connection, Listener
+
+import numpy as np
+import torch
+
+from graphcore.compiler import GraphModel
+from graphcore.diagnostics import GraphError, one_line
+from graphcore.document import GraphDoc, dumps, loads
+
+RequestId = str
+
+
+class InferenceError(RuntimeError):
+    """A request failed in the worker; the message says why."""
+
+
+class InferencerClosed(InferenceError):
+    """The worker is gone (closed, or it crashed)."""
+
+
+def _to_wire(value):
+    """Tensors travel as numpy arrays: pickling those is ~15x cheaper than pickling tensors."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return value.float().numpy() if value.dtype in (torch.bfloat16, torch.float16) else value.numpy()
+    if isinstance(value, tuple):
+        return tuple(_to_wire(v) for v in value)
+    return value
+
+
+def _from_wire(value):
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, tuple):
+        return tuple(_from_wire(v) for v in value)
+    return value
+
+
+def _send(conn: Connection, message: tuple) -> None:
+    conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _recv(conn: Connection) -> tuple:
+    return pickle.loads(conn.recv_bytes())
+
+
+# ----------------------------------------------------------------------------- client
+class InferenceClient:
+    """Talks to an inference worker. Picklable: it connects lazily in whichever process uses it,
+    and is safe to share between threads."""
+
+    def __init__(self, address: str, authkey: bytes):
+        self._address, self._authkey = address, authkey
+        self._setup()
+
+    def _setup(self) -> None:
+        self._conn: Connection | None = None
+        self._pid: int | None = None
+        self._send_lock, self._recv_lock = threading.Lock(), threading.Lock()
+        self._replies: dict[RequestId, tuple[bool, object]] = {}
+        self._counter = itertools.count()
+        self._prefix = uuid.uuid4().hex[:12]
+
+    def __getstate__(self) -> dict:
+        return {"address": self._address, "authkey": self._authkey}
+
+    def __setstate__(self, state: dict) -> None:
+        self._address, self._authkey = state["address"], state["authkey"]
+        self._setup()
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._pid != os.getpid():  # a forked copy needs its own socket
+            try:
+                self._conn = Client(self._address, authkey=self._authkey)
+            except (OSError, EOFError) as exc:
+                raise InferencerClosed(f"the inference worker is not running ({exc})") from None
+            self._pid, self._replies = os.getpid(), {}
+        return self._conn
+
+    def _request(self, kind: str, payload: object) -> RequestId:
+        rid = f"{self._prefix}-{next(self._counter)}"
+        with self._send_lock:
+            conn = self._connection()
+            try:
+                _send(conn, (kind, rid, payload))
+            except (OSError, EOFError) as exc:
+                raise InferencerClosed(f"the inference worker is gone ({exc})") from None
+        return rid
+
+    def infer_async(self, *args: torch.Tensor) -> RequestId:
+        """Send a request (the model's inputs, one sample or a batch each); returns its id."""
+        return self._request("infer", _to_wire(tuple(torch.as_tensor(a) for a in args)))
+
+    def wait_for_resp(self, rid: RequestId, timeout: float | None = None):
+        """The reply to ``rid``: the model's output, or ``InferenceError`` if that request failed.
+        ``TimeoutError`` if ``timeout`` seconds pass first."""
+        while True:
+            with self._recv_lock:
+                if rid in self._replies:
+                    ok, value = self._replies.pop(rid)
+                    break
+                conn = self._connection()
+                try:
+                    ready = conn.poll(timeout)
+                    if ready:
+                        got, ok, value = _recv(conn)
+                except (OSError, EOFError) as exc:
+                    raise InferencerClosed(f"the inference worker is gone ({exc or 'connection closed'})") from None
+                if not ready:
+                    raise TimeoutError(f"no reply to request {rid} within {timeout} s")
+                if got == rid:
+                    break
+                self._replies[got] = (ok, value)
+        if not ok:
+            raise InferenceError(value)
+        return _from_wire(value)
+
+    def __call__(self, *args: torch.Tensor):
+        return self.wait_for_resp(self.infer_async(*args))
+
+    def infer(self, *args: torch.Tensor):
+        return self(*args)
+
+    def update_params(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load new weights into the served model; requests sent after this see them."""
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
+        self.wait_for_resp(self._request("update", buffer.getvalue()))
+
+    def stats(self) -> dict[str, float]:
+        """How the worker has batched so far: forward passes, samples, largest and mean batch."""
+        return self.wait_for_resp(self._request("stats", None))
+
+    def ping(self, timeout: float = 30.0) -> bool:
+        return self.wait_for_resp(self._request("ping", None), timeout=timeout) == "pong"
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+
+# ----------------------------------------------------------------------------- the inferencer
+class Inferencer:
+    """Serves ``model`` (a compiled graph, or a graph document) from a worker process."""
+
+    def __init__(self, model: GraphModel | GraphDoc, device: str = "cpu", max_batch: int = 32,
+                 *, start_timeout: float = 120.0):
+        if max_batch < 1:
+            raise GraphError(f"max_batch must be at least 1, got {max_batch}")
+        if isinstance(model, GraphModel):
+            doc, state = model.doc, {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        else:
+            doc, state = model, None
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self._dir = tempfile.mkdtemp(prefix="netcanvas-infer-")
+        address, authkey = os.path.join(self._dir, "socket"), os.urandom(32)
+        ctx = mp.get_context("spawn")
+        ready_recv, ready_send = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(
+            target=_serve, args=(dumps(doc), buffer.getvalue(), device, max_batch, address, authkey, ready_send),
+            name="netcanvas-inferencer", daemon=True)
+        self._process.start()
+        ready_send.close()
+        self._finalizer = weakref.finalize(self, _shutdown, self._process, address, authkey, self._dir)
+        try:
+            status = ready_recv.recv() if ready_recv.poll(start_timeout) else ("error", "it did not start in time")
+        except EOFError:
+            status = ("error", f"it exited early (exit code {self._process.join(5) or self._process.exitcode})")
+        ready_recv.close()
+        if status[0] != "ready":
+            self._finalizer()
+            raise GraphError(f"the inference worker could not start: {status[1]}")
+        self.max_batch, self.device = max_batch, device
+        self._client = InferenceClient(address, authkey)
+
+    def __call__(self, *args: torch.Tensor):
+        """Run the model on one sample or a batch, like calling it directly."""
+        return self._client(*args)
+
+    def infer_async(self, *args: torch.Tensor) -> RequestId:
+        return self._client.infer_async(*args)
+
+    def wait_for_resp(self, rid: RequestId, timeout: float | None = None):
+        return self._client.wait_for_resp(rid, timeout)
+
+    def update_params(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self._client.update_params(state_dict)
+
+    def stats(self) -> dict[str, float]:
+        return self._client.stats()
+
+    def create_client(self) -> InferenceClient:
+        """A new client with its own connection; it may be sent to other processes."""
+        return InferenceClient(self._client._address, self._client._authkey)
+
+    @property
+    def alive(self) -> bool:
+        return self._finalizer.alive and self._process.is_alive()
+
+    def close(self) -> None:
+        """Stop the worker (also done when the inferencer is deleted)."""
+        self._client.close()
+        self._finalizer()
+
+    def __enter__(self) -> Inferencer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _shutdown(process, address: str, authkey: bytes, folder: str) -> None:
+    try:
+        if process.is_alive():
+            try:
+                conn = Client(address, authkey=authkey)
+                _send(conn, ("stop", "stop", None))
+                conn.close()
+            except (OSError, EOFError):
+                pass
+            process.join(5)
+        if process.is_alive():
+            process.terminate()
+            process.join(5)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the worker
+_STOP = object()
+
+
+def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, address: str, authkey: bytes,
+           ready: Connection) -> None:
+    try:
+        from graphcore.compiler import compile
+        from graphcore.train import GraphIO, pick_device
+
+        doc = loads(doc_json)
+        model = compile(doc)
+        state = torch.load(io.BytesIO(state_bytes), map_location="cpu", weights_only=True)
+        if state is not None:
+            model._load_checked(state, "state_dict")
+        dev = pick_device(device)
+        model.to(dev).eval()
+        inputs = GraphIO.of(doc).inputs
+        listener = Listener(address, authkey=authkey)
+    except BaseException as exc:  # noqa: BLE001 - the parent must hear why
+        ready.send(("error", one_line(str(exc)) if isinstance(exc, GraphError) else _describe(exc)))
+        return
+    ready.send(("ready", None))
+    ready.close()
+    requests: queue.Queue = queue.Queue()
+    threading.Thread(target=_accept, args=(listener, requests), daemon=True).start()
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), requests.put(_STOP)), daemon=True).start()
+    worker = _Worker(model, dev, max_batch, inputs)
+    with torch.inference_mode():
+        while True:
+            item = requests.get()
+            batch = [item]
+            while item is not _STOP and len(batch) < max_batch:  # what else is waiting right now
+                try:
+                    item = requests.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            if not worker.handle([b for b in batch if b is not _STOP]) or any(b is _STOP for b in batch):
+                break
+    listener.close()
+
+
+def _accept(listener: Listener, requests: queue.Queue) -> None:
+    while True:
+        try:
+            conn = listener.accept()
+        except (OSError, EOFError, mp.AuthenticationError):
+            if getattr(listener, "_listener", None) is None:
+                return
+            continue
+        threading.Thread(target=_read, args=(conn, requests, threading.Lock()), daemon=True).start()
+
+
+def _read(conn: Connection, requests: queue.Queue, lock: threading.Lock) -> None:
+    while True:
+        try:
+            kind, rid, payload = _recv(conn)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+            conn.close()
+            return
+        requests.put((conn, lock, kind, rid, _from_wire(payload) if kind == "infer" else payload))
+
+
+class _Worker:
+    def __init__(self, model: GraphModel, device: torch.device, max_batch: int,
+                 inputs: Sequence[tuple[str, tuple[int, ...], str]]):
+        self.model, self.device, self.max_batch, self.inputs = model, device, max_batch, inputs
+        self.batch_rows: list[int] = []  # samples in each forward pass
+
+    def handle(self, items: list[tuple]) -> bool:
+        """Answer a group of waiting requests; False when told to stop."""
+        pending: list[tuple] = []
+        for conn, lock, kind, rid, payload in items:
+            if kind == "stop":
+                return False
+            if kind == "ping":
+                self.reply(conn, lock, rid, True, "pong")
+            elif kind == "stats":
+                rows = self.batch_rows
+                self.reply(conn, lock, rid, True, {"batches": len(rows), "samples": sum(rows),
+                                                   "max_batch": max(rows, default=0),
+                                                   "mean_batch": sum(rows) / max(1, len(rows))})
+            elif kind == "update":
+                self.run_batch(pending)  # earlier requests see the old weights
+                pending = []
+                try:
+                    state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+                    self.model._load_checked(state, "update_params")
+                    self.reply(conn, lock, rid, True, None)
+                except Exception as exc:  # noqa: BLE001
+                    self.reply(conn, lock, rid, False, _describe(exc))
+            elif kind == "infer":
+                problem = self.check(payload)
+                if problem:
+                    self.reply(conn, lock, rid, False, problem)
+                else:
+                    pending.append((conn, lock, rid, payload))
+        self.run_batch(pending)
+        return True
+
+    def check(self, args: tuple) -> str | None:
+        """Why this request cannot join a batch (or None): argument count, shapes, dtypes."""
+        if len(args) != len(self.inputs):
+            names = ", ".join(n for n, _, _ in self.inputs)
+            return f"the model takes {len(self.inputs)} input(s) ({names}), got {len(args)}"
+        for arg, (name, shape, dtype) in zip(args, self.inputs):
+            tail = tuple(arg.shape[arg.dim() - len(shape):])
+            if tail != shape or arg.dim() not in (len(shape), len(shape) + 1):
+                return (f"input {name!r} takes one sample {list(shape)} or a batch {['N', *shape]}, "
+                        f"got {list(arg.shape)}")
+            if (dtype == "int64") == arg.is_floating_point():
+                return f"input {name!r} takes {dtype} values, got {arg.dtype}"
+        rows = {a.shape[0] if a.dim() == len(shape) + 1 else None for a, (_, shape, _) in zip(args, self.inputs)}
+        if len(rows) > 1:
+            return f"the inputs must all be single samples or batches of the same size, got {sorted(map(str, rows))}"
+        return None
+
+    def run_batch(self, pending: list[tuple]) -> None:
+        """Concatenate requests into batches of at most max_batch samples, run, split the outputs."""
+        group: list[tuple] = []
+        rows = 0
+        for item in pending:
+            size = self._rows(item[3])
+            if group and rows + size > self.max_batch:
+                self._run(group)
+                group, rows = [], 0
+            group.append(item)
+            rows += size
+        if group:
+            self._run(group)
+
+    def _rows(self, args: tuple) -> int:
+        first, (_, shape, _) = args[0], self.inputs[0]
+        return first.shape[0] if first.dim() == len(shape) + 1 else 1
+
+    def _run(self, group: list[tuple]) -> None:
+        try:
+            outputs = self._forward([item[3] for item in group])
+        except Exception:  # noqa: BLE001 - find out which request it was
+            if len(group) == 1:
+                conn, lock, rid, _ = group[0]
+                try:
+                    self._forward([group[0][3]])
+                except Exception as exc:  # noqa: BLE001
+                    self.reply(conn, lock, rid, False, _describe(exc))
+                return
+            for item in group:
+                self._run([item])
+            return
+        for (conn, lock, rid, _), output in zip(group, outputs):
+            self.reply(conn, lock, rid, True, output)
+
+    def _forward(self, requests: list[tuple]) -> list:
+        columns = []
+        for j, (_, shape, dtype) in enumerate(self.inputs):
+            parts = [args[j] if args[j].dim() == len(shape) + 1 else args[j].unsqueeze(0) for args in requests]
+            column = torch.cat(parts).to(self.device)  # (sum of rows, *shape)
+            columns.append(column.float() if dtype == "float32" else column.long())
+        out = self.model(*columns)
+        sizes = [self._rows(args) for args in requests]
+        self.batch_rows.append(sum(sizes))
+        pieces = [o.cpu().split(sizes) for o in (out if isinstance(out, tuple) else (out,))]
+        results = []
+        for i, args in enumerate(requests):
+            single = args[0].dim() == len(self.inputs[0][1])
+            parts = [p[i][0] if single else p[i] for p in pieces]
+            results.append(tuple(parts) if isinstance(out, tuple) else parts[0])
+        return results
+
+    @staticmethod
+    def reply(conn: Connection, lock: threading.Lock, rid: RequestId, ok: bool, value) -> None:
+        with lock:
+            try:
+                _send(conn, (rid, ok, _to_wire(value)))
+            except (OSError, EOFError):
+                pass  # that client has gone; the others are unaffected
+
+
+def _describe(exc: BaseException) -> str:
+    return one_line(f"{type(exc).__name__}: {exc}")[:500]

@@ -1,0 +1,142 @@
+"""The canvas in a real headless Chromium (NiceGUI's ``screen`` fixture, Debian's chromium and
+chromium-driver): what only a browser can show. Failures leave a screenshot in screenshots/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from selenium.webdriver import ActionChains, ChromeOptions
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+import app.main  # noqa: F401  (imported here, so that the server thread that runs it starts in time)
+
+os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None or shutil.which("chromedriver") is None,
+                       reason="needs chromium and chromium-driver (apt-get install -y chromium chromium-driver)"),
+]
+
+NODES = ".vue-flow__node"
+DROP = """
+const [item, pane, x, y] = arguments;
+const data = new DataTransfer();
+item.dispatchEvent(new DragEvent('dragstart', {dataTransfer: data, bubbles: true}));
+const box = pane.getBoundingClientRect();
+const at = {dataTransfer: data, bubbles: true, cancelable: true, clientX: box.left + x, clientY: box.top + y};
+pane.dispatchEvent(new DragEvent('dragover', at));
+pane.dispatchEvent(new DragEvent('drop', at));
+"""
+
+
+@pytest.fixture(scope="session")
+def nicegui_chrome_options(nicegui_chrome_options: ChromeOptions) -> ChromeOptions:
+    """NiceGUI's options, in a window wide enough for palette, canvas and inspector."""
+    nicegui_chrome_options.add_argument("window-size=1400,900")
+    return nicegui_chrome_options
+
+
+def node_count(screen) -> int:
+    return len(screen.selenium.find_elements(By.CSS_SELECTOR, NODES))
+
+
+def wait_nodes(screen, count: int) -> None:
+    screen.wait_for(lambda: node_count(screen) == count)
+
+
+def node(screen, node_id: str):
+    return screen.selenium.find_element(By.CSS_SELECTOR, f'{NODES}[data-id="{node_id}"]')
+
+
+def handle(screen, node_id: str, kind: str):
+    return node(screen, node_id).find_element(By.CSS_SELECTOR, f".vue-flow__handle.{kind}")
+
+
+def drop_block(screen, type_id: str, x: int, y: int) -> None:
+    """Drag a block from the palette onto the canvas (HTML5 drag and drop, as the browser fires it)."""
+    search = screen.selenium.find_element(By.CSS_SELECTOR, ".q-drawer--left input")
+    search.send_keys(Keys.CONTROL, "a")
+    search.send_keys(type_id)
+    item = screen.selenium.find_element(
+        By.XPATH, f"//div[contains(@class, 'nc-palette-item')][normalize-space() = '{type_id}']")
+    screen.selenium.execute_script(DROP, item, screen.find_by_class("vue-flow__pane"), x, y)
+
+
+def connect(screen, src: str, dst: str) -> None:
+    ActionChains(screen.selenium).click_and_hold(handle(screen, src, "source")).pause(0.2) \
+        .move_to_element(handle(screen, dst, "target")).pause(0.2).release().perform()
+
+
+def edge_labels(screen) -> list[str]:
+    labels = screen.selenium.find_elements(By.CSS_SELECTOR, ".vue-flow__edge-text")
+    return [label.get_attribute("textContent") for label in labels]
+
+
+def test_page_draws_the_template_with_shapes(screen):
+    screen.open("/")
+    wait_nodes(screen, 14)
+    screen.should_contain("(N, 6, 28, 28)")
+    screen.wait_for(lambda: "(N, 16, 5, 5)" in edge_labels(screen))
+
+
+def test_drag_connect_wrong_wire_undo_and_reload(screen):
+    screen.open("/")
+    wait_nodes(screen, 14)
+    screen.click("New")
+    wait_nodes(screen, 0)
+    drop_block(screen, "input", 80, 120)
+    wait_nodes(screen, 1)
+    drop_block(screen, "flatten", 380, 120)
+    drop_block(screen, "conv2d", 380, 320)
+    wait_nodes(screen, 3)
+    assert "(N, 1, 28, 28)" in node(screen, "input_1").text
+
+    connect(screen, "input_1", "flatten_1")  # an edge is labelled with the tensor it carries
+    screen.wait_for(lambda: edge_labels(screen) == ["(N, 1, 28, 28)"])
+    assert "(N, 784)" in node(screen, "flatten_1").text
+
+    connect(screen, "flatten_1", "conv2d_1")
+    screen.wait_for(lambda: "nc-error" in node(screen, "conv2d_1").find_element(By.CSS_SELECTOR, ".nc-node")
+                    .get_attribute("class"))
+    assert "expects a per-sample input (C, H, W), got (784)" in node(screen, "conv2d_1").text
+    assert sorted(edge_labels(screen)) == ["(N, 1, 28, 28)", "(N, 784)"]
+
+    screen.find_by_class("vue-flow__pane").click()
+    screen.selenium.find_element(By.CSS_SELECTOR, ".nc-canvas").send_keys(Keys.CONTROL, "z")
+    screen.wait_for(lambda: edge_labels(screen) == ["(N, 1, 28, 28)"])  # the wrong wire is gone
+    assert "input port 'in' has no edge" in node(screen, "conv2d_1").text
+
+    screen.wait(1.0)  # the autosave runs every half second
+    screen.selenium.refresh()
+    wait_nodes(screen, 3)
+    screen.wait_for(lambda: edge_labels(screen) == ["(N, 1, 28, 28)"])
+    assert "(N, 784)" in node(screen, "flatten_1").text
+
+
+def test_inspector_edit_updates_the_canvas(screen):
+    screen.open("/")
+    wait_nodes(screen, 14)
+    screen.find_by_class("vue-flow__pane")  # drawn
+    node(screen, "c3").click()
+    screen.should_contain("Out Channels")
+    field = screen.selenium.find_element(By.CSS_SELECTOR, ".q-drawer--right input[type=number]")
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys("32")
+    screen.wait_for(lambda: "(N, 32, 10, 10)" in node(screen, "c3").text)
+    screen.wait_for(lambda: "(N, 800)" in edge_labels(screen))
+
+
+def test_delete_key_removes_the_selection_and_undo_brings_it_back(screen):
+    screen.open("/")
+    wait_nodes(screen, 14)
+    node(screen, "a3").click()
+    screen.selenium.find_element(By.CSS_SELECTOR, ".nc-canvas").send_keys(Keys.DELETE)
+    wait_nodes(screen, 13)
+    screen.click("Undo")
+    wait_nodes(screen, 14)
+    screen.wait_for(lambda: "(N, 16, 10, 10)" in edge_labels(screen))

@@ -1,0 +1,121 @@
+"""``netcanvas train`` and ``netcanvas sample`` end to end: exit codes, one-line errors, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_graphs import one_thread, tiny_denoiser  # noqa: F401
+
+import graphcore as gc
+from graphcore.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def netcanvas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "graphcore.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_train_lenet_on_digits(tmp_path, capsys):
+    code = main(["train", "lenet5", "--task", "classify", "--dataset", "digits", "--epochs", "2",
+                 "--batch-size", "32", "--lr", "0.01", "--seed", "3", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0 and "finished 2 epochs" in out and "accuracy" in out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["seed"] == 3 and config["lr"] == 0.01 and config["batch_size"] == 32
+
+
+def test_resume_continues_the_run(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "lenet5", "--epochs", "1", "--out", run]) == 0
+    assert main(["train", "--resume", run, "--epochs", "2"]) == 0
+    assert "finished 2 epochs" in capsys.readouterr().out
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 1, 2, 2]
+    assert main(["train", "--resume", run, "--lr", "0.5"]) == 1
+    assert "--lr cannot change when resuming" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lenet5", "--dataset", "nowhere"], "dataset 'nowhere' not found"),
+    (["lenet5", "--task", "reconstruct"], "reconstruction needs the output shape"),
+    (["lenet5", "--task", "diffusion"], "timestep"),
+    (["no_such_graph"], "no template named"),
+    (["--resume", "not/a/run"], "not a run folder"),
+])
+def test_user_errors_are_one_line_and_exit_1(tmp_path, args, message):
+    done = netcanvas("train", *args, "--out", str(tmp_path / "run"))
+    assert done.returncode == 1, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    assert netcanvas("train", "lenet5", "--epochs", "many").returncode == 2
+    assert netcanvas("train", "lenet5", "--task", "dance").returncode == 2
+    assert netcanvas("sample", str(tmp_path), "--sampler", "euler").returncode == 2
+
+
+def test_sample_writes_grid_and_array(tmp_path):
+    gc.save(tiny_denoiser(), tmp_path / "g.json")
+    run, out = tmp_path / "run", tmp_path / "out"
+    assert main(["train", str(tmp_path / "g.json"), "--task", "diffusion", "--epochs", "1", "--out", str(run)]) == 0
+    for sampler in ("ddim", "ddpm"):
+        assert main(["sample", str(run), "--sampler", sampler, "--steps", "8", "--n", "5", "--seed", "1",
+                     "--out", str(out / sampler)]) == 0
+        samples = np.load(out / sampler / "samples.npy")
+        assert samples.shape == (5, 1, 8, 8) and samples.dtype == np.float32
+        assert 0.0 <= samples.min() and samples.max() <= 1.0 and (out / sampler / "grid.png").exists()
+    again = tmp_path / "again"
+    assert main(["sample", str(run), "--steps", "8", "--n", "5", "--seed", "1", "--out", str(again)]) == 0
+    assert np.array_equal(np.load(again / "samples.npy"), np.load(out / "ddim" / "samples.npy"))
+
+
+def test_sample_a_long_video(tmp_path):
+    gc.save(tiny_denoiser(size=8, video_frames=4), tmp_path / "v.json")
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "v.json"), "--task", "diffusion", "--epochs", "1", "--out", str(run)]) == 0
+    assert main(["sample", str(run), "--steps", "4", "--n", "2", "--frames", "10", "--overlap", "2",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert np.load(tmp_path / "out" / "samples.npy").shape == (2, 1, 10, 8, 8)
+    assert (tmp_path / "out" / "clip.gif").exists()
+
+
+def test_sample_refuses_a_classifier_run(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "lenet5", "--epochs", "1", "--out", run]) == 0
+    assert main(["sample", run, "--out", str(tmp_path / "s")]) == 1
+    assert "needs a diffusion run" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "graphcore.cli", "train", "lenet5", "--epochs", "200",
+                                "--out", str(run)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "last.pt").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err[-2000:]
+    assert "stop requested (SIGINT)" in out
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["step"] > 0 and str(state["step"]) in out

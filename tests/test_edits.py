@@ -1,0 +1,247 @@
+"""The editor's edit model: every edit keeps the document and its analysis in step, undoes
+exactly, and returns only what the canvas must redraw."""
+
+from __future__ import annotations
+
+import pytest
+
+import graphcore as gc
+from graphcore.analysis import Analysis
+from graphcore.document import GraphDoc
+from graphcore.edits import COLUMN_WIDTH, ROW_HEIGHT, EditError, EditSession, edge_key, wrapped_columns
+
+
+@pytest.fixture
+def session() -> EditSession:
+    return EditSession(gc.template("lenet5"))
+
+
+def state(doc: GraphDoc) -> dict:
+    """The document as data (positions compare as a mapping, whatever their order)."""
+    return doc.to_dict()
+
+
+def fresh_analysis_agrees(session: EditSession) -> None:
+    """The incrementally kept analysis says what a fresh one says."""
+    fresh = Analysis(session.doc)
+    assert session.analysis.shapes() == fresh.shapes()
+    assert sorted(map(str, session.analysis.diagnostics)) == sorted(map(str, fresh.diagnostics))
+
+
+def test_every_node_gets_a_position_in_depth_columns(session):
+    positions = session.doc.ui["positions"]
+    assert set(positions) == {n.id for n in session.doc.nodes}
+    assert positions["x"][0] < positions["c1"][0] < positions["a1"][0]  # left to right...
+    assert positions["x"][1] < positions["logits"][1]  # ...in bands, top to bottom
+
+
+@pytest.mark.parametrize("name", gc.templates())
+def test_templates_open_readable_not_as_one_long_row(name):
+    """Deep templates wrap into bands: the layout is at most about three times wider than tall,
+    and no two blocks share a place."""
+    session = EditSession(gc.template(name))
+    xy = [tuple(p) for p in session.positions.values()]
+    assert len(set(xy)) == len(xy)
+    width = max(x for x, _ in xy) - min(x for x, _ in xy) + COLUMN_WIDTH
+    height = max(y for _, y in xy) - min(y for _, y in xy) + ROW_HEIGHT
+    assert width <= 3 * height or width <= 10 * COLUMN_WIDTH, (width, height)
+
+
+def test_wrapped_columns_keeps_a_shallow_graph_in_one_row():
+    positions = wrapped_columns([["a"], ["b", "c"], ["d"]])
+    assert positions == {"a": [0.0, 0.0], "b": [300.0, 0.0], "c": [300.0, 130.0], "d": [600.0, 0.0]}
+
+
+def test_param_edit_returns_the_new_shapes_downstream_only(session):
+    delta = session.set_params("c3", {"out_channels": 32, "kernel_size": 5})
+    assert delta.nodes["c3"]["shapes"] == {"out": "(N, 32, 10, 10)"}
+    assert delta.nodes["flat"]["shapes"] == {"out": "(N, 800)"}
+    assert "c1" not in delta.nodes and "x" not in delta.nodes  # upstream untouched
+    assert session.analysis.ok
+    fresh_analysis_agrees(session)
+
+
+def test_bad_param_value_is_kept_and_reported_on_the_node(session):
+    delta = session.set_params("c1", {"out_channels": 0, "kernel_size": 5, "padding": 2})
+    problems = delta.nodes["c1"]["problems"]
+    assert problems and "out_channels" in problems[0]["message"]
+    assert session.doc.node("c1").params["out_channels"] == 0
+    fresh_analysis_agrees(session)
+
+
+def test_add_connect_and_wrong_connection(session):
+    delta = session.add_node("relu", position=(10, 500))
+    (new_id,) = delta.nodes
+    assert new_id == "relu_1" and delta.nodes[new_id]["position"] == [10.0, 500.0]
+    delta = session.connect("f7", "out", new_id, "in")
+    assert delta.edges_added[0]["id"] == edge_key(gc.Edge(src="f7", dst=new_id))
+    assert delta.nodes[new_id]["shapes"] == {"out": "(N, 10)"}
+    # A vector into a conv: the conv turns red and says why.
+    (conv,) = session.add_node("conv2d", position=(10, 700)).nodes
+    delta = session.connect("f7", "out", conv, "in")
+    assert delta.nodes[conv]["problems"][0]["severity"] == "error"
+    assert "(C, H, W)" in delta.nodes[conv]["problems"][0]["message"]
+    # The input's old edge is replaced; a cycle is reported on the node where it closes.
+    delta = session.connect("flat", "out", "c3", "in")
+    assert "s2.out->c3.in" in delta.edges_removed
+    assert sum(e.dst == "c3" for e in session.doc.edges) == 1
+    assert any("cycle" in p["message"] for view in delta.nodes.values() for p in view["problems"])
+    fresh_analysis_agrees(session)
+
+
+def test_undo_redo_restore_the_exact_document(session):
+    before = state(session.doc)
+    session.set_params("f5", {"out_features": 60})
+    session.connect("a3", "out", "flat", "in")
+    session.add_node("dropout", {"p": 0.2}, (0, 300))
+    session.move("c1", 5, 5)
+    after = state(session.doc)
+    for _ in range(4):
+        session.undo()
+    assert state(session.doc) == before
+    fresh_analysis_agrees(session)
+    for _ in range(4):
+        session.redo()
+    assert state(session.doc) == after
+    fresh_analysis_agrees(session)
+
+
+def test_group_delete_and_paste_are_one_undo_step_each(session):
+    before = state(session.doc)
+    delta = session.remove_nodes(["c3", "a3", "s4"])
+    assert set(delta.removed) == {"c3", "a3", "s4"}
+    assert "s2.out->c3.in" in delta.edges_removed and "s4.out->flat.in" in delta.edges_removed
+    assert any("has no edge" in p["message"] for p in delta.nodes["flat"]["problems"])
+    session.undo()
+    assert state(session.doc) == before
+
+    clip = session.copy(["c1", "a1"])
+    delta = session.paste(clip["nodes"], clip["edges"])
+    assert delta.ids == {"c1": "c1_1", "a1": "a1_1"}
+    assert delta.edges_added[0]["source"] == "c1_1" and delta.edges_added[0]["target"] == "a1_1"
+    assert delta.nodes["c1_1"]["position"][0] == session.doc.ui["positions"]["c1"][0] + 40
+    session.undo()
+    assert state(session.doc) == before
+    fresh_analysis_agrees(session)
+
+
+def test_rename_moves_edges_and_position_and_checks_the_id(session):
+    position = session.doc.ui["positions"]["c1"]
+    delta = session.rename("c1", "conv_first")
+    assert delta.removed == ["c1"] and "conv_first" in delta.nodes
+    assert {e.src for e in session.doc.edges if e.dst == "a1"} == {"conv_first"}
+    assert session.doc.ui["positions"]["conv_first"] == position
+    for bad in ("class", "2x", "a1", "training", "__x"):
+        with pytest.raises(EditError):
+            session.rename("conv_first", bad)
+    session.undo()
+    assert session.doc.node("c1") is not None and session.analysis.ok
+
+
+def test_edits_on_unknown_nodes_are_refused_and_change_nothing(session):
+    before = state(session.doc)
+    with pytest.raises(EditError):
+        session.connect("nope", "out", "c1", "in")
+    with pytest.raises(EditError):
+        session.add_node("not_a_block")
+    with pytest.raises(EditError):
+        session.remove_nodes(["ghost"])
+    assert state(session.doc) == before and not session.can_undo
+
+
+def test_a_new_edit_clears_redo(session):
+    session.move("x", 1, 1)
+    session.undo()
+    assert session.can_redo
+    session.move("x", 2, 2)
+    assert not session.can_redo
+
+
+def test_typing_into_one_param_coalesces_into_one_undo_step(session):
+    before = state(session.doc)
+    for value in (1, 12, 128):
+        session.set_params("f5", {"out_features": value}, coalesce=True)
+    session.set_params("f6", {"out_features": 8}, coalesce=True)  # another node: a new step
+    assert len(session.undo_stack) == 2
+    session.undo()
+    assert session.doc.node("f5").params == {"out_features": 128}
+    session.undo()
+    assert state(session.doc) == before
+
+
+def test_group_and_ungroup_are_one_undo_step_each(session):
+    before = state(session.doc)
+    delta = session.group(["c3", "a3", "s4"], "features")
+    assert set(delta.removed) == {"c3", "a3", "s4"}
+    assert delta.nodes["features"]["type"] == "subgraph:features"
+    assert delta.nodes["features"]["shapes"] == {"out": "(N, 16, 5, 5)"}
+    assert {e["id"] for e in delta.edges_added} == {"s2.out->features.in", "features.out->flat.in"}
+    assert "features" in session.doc.ui["positions"]
+    assert session.analysis.ok
+    fresh_analysis_agrees(session)
+    grouped = state(session.doc)
+
+    session.undo()
+    assert state(session.doc) == before
+    fresh_analysis_agrees(session)
+    session.redo()
+    assert state(session.doc) == grouped
+
+    delta = session.ungroup("features")
+    assert {"c3", "a3", "s4"} <= set(delta.nodes) and delta.removed == ["features"]
+    assert session.doc.subgraphs == {} and session.analysis.ok
+    fresh_analysis_agrees(session)
+    session.undo()
+    assert state(session.doc) == grouped
+    session.undo()
+    assert state(session.doc) == before
+
+
+def test_group_refuses_bad_selections_and_names(session):
+    before = state(session.doc)
+    with pytest.raises(EditError, match="input and output nodes"):
+        session.group(["x", "c1"], "g")
+    with pytest.raises(EditError, match="must be letters"):
+        session.group(["c1"], "2bad")
+    with pytest.raises(EditError, match="no node"):
+        session.group(["ghost"], "g")
+    with pytest.raises(EditError, match="not a subgraph"):
+        session.ungroup("c1")
+    assert state(session.doc) == before and not session.can_undo
+
+
+def test_editing_inside_a_subgraph_updates_the_file_around_it(session):
+    session.group(["c3", "a3", "s4"], "features")
+    inner = session.open_subgraph("features")
+    assert set(inner.analysis.nodes) == {"x", "c3", "a3", "s4", "y"}
+    xs = inner.positions
+    assert xs["x"][0] < xs["c3"][0] and xs["s4"][0] < xs["y"][0]  # the new ports at the sides
+    revision = session.revision
+    inner.set_params("c3", {"out_channels": 32, "kernel_size": 5})
+    assert session.node_view("features")["shapes"] == {"out": "(N, 32, 5, 5)"}
+    assert session.node_view("flat")["shapes"] == {"out": "(N, 800)"}
+    assert session.revision > revision  # the file changed: autosave sees it
+    assert session.doc.subgraphs["features"].node("c3").params["out_channels"] == 32
+    fresh_analysis_agrees(session)
+    inner.undo()
+    assert session.node_view("flat")["shapes"] == {"out": "(N, 400)"}
+    with pytest.raises(EditError, match="close the subgraph"):
+        inner.group(["a3"], "deeper")
+    with pytest.raises(EditError, match="not a subgraph"):
+        session.open_subgraph("c1")
+
+
+def test_a_bad_edit_inside_a_subgraph_shows_on_its_node(session):
+    session.group(["c3", "a3"], "features")
+    inner = session.open_subgraph("features")
+    inner.remove_nodes(["a3"])
+    problems = session.node_view("features")["problems"]
+    assert problems and "inside subgraph 'features'" in problems[0]["message"]
+
+
+def test_duplicate_copies_nodes_and_their_inner_edges(session):
+    delta = session.duplicate(["c1", "a1"])
+    assert delta.ids == {"c1": "c1_1", "a1": "a1_1"}
+    assert [e["id"] for e in delta.edges_added] == ["c1_1.out->a1_1.in"]
+    session.undo()
+    assert session.doc.node("c1_1") is None

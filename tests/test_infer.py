@@ -1,0 +1,146 @@
+"""The batching Inferencer: same answers as the model, concurrent clients, errors to the right
+caller only, clients in other processes, weight updates, and a worker that ends with its owner."""
+
+from __future__ import annotations
+
+import gc as garbage
+import multiprocessing as mp
+import threading
+import time
+
+import pytest
+import torch
+from train_graphs import tiny_classifier, tiny_denoiser
+
+import graphcore as gc
+from graphcore.infer import InferenceError, Inferencer, InferencerClosed
+
+
+@pytest.fixture(scope="module")
+def model():
+    return gc.compile(tiny_classifier()).init(seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def inferencer(model):
+    with Inferencer(model, device="cpu", max_batch=16) as served:
+        yield served
+
+
+def expected(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def test_answers_like_the_model(model, inferencer):
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(inferencer(x), expected(model, x), atol=1e-5)
+    assert torch.allclose(inferencer(x[0]), expected(model, x[:1])[0], atol=1e-5)  # one sample, no batch dim
+    ids = [inferencer.infer_async(x[i]) for i in range(5)]
+    replies = torch.stack([inferencer.wait_for_resp(rid) for rid in reversed(ids)][::-1])
+    assert torch.allclose(replies, expected(model, x), atol=1e-5)
+
+
+def test_concurrent_clients_get_their_own_replies(model, inferencer):
+    inputs = torch.randn(8, 25, 1, 8, 8)  # 8 threads, 25 distinct requests each
+    want = expected(model, inputs.flatten(0, 1)).view(8, 25, 10)
+    got: dict[int, list] = {}
+
+    def client_thread(k: int) -> None:
+        client = inferencer.create_client() if k % 2 else inferencer  # own clients and a shared one
+        ids = [client.infer_async(inputs[k, i]) for i in range(25)]
+        got[k] = [client.wait_for_resp(rid, timeout=60) for rid in ids]
+
+    threads = [threading.Thread(target=client_thread, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(8))
+    for k in range(8):
+        assert torch.allclose(torch.stack(got[k]), want[k], atol=1e-5), f"thread {k} got someone else's replies"
+    stats = inferencer.stats()
+    assert 1 < stats["max_batch"] <= 16  # requests waiting together were batched, never past max_batch
+
+
+def test_a_bad_request_fails_alone(model, inferencer):
+    good = torch.randn(3, 1, 8, 8)
+    ids = [inferencer.infer_async(good[0]), inferencer.infer_async(torch.randn(2, 8, 8)),
+           inferencer.infer_async(good[1:]), inferencer.infer_async(torch.zeros(1, 8, 8, dtype=torch.long))]
+    assert torch.allclose(inferencer.wait_for_resp(ids[0]), expected(model, good[:1])[0], atol=1e-5)
+    with pytest.raises(InferenceError, match=r"input 'x' takes one sample \[1, 8, 8\]"):
+        inferencer.wait_for_resp(ids[1])
+    assert torch.allclose(inferencer.wait_for_resp(ids[2]), expected(model, good[1:]), atol=1e-5)
+    with pytest.raises(InferenceError, match="float32 values"):
+        inferencer.wait_for_resp(ids[3])
+    with pytest.raises(InferenceError, match="takes 1 input"):
+        inferencer(good, good)
+
+
+def test_an_error_inside_the_model_reaches_only_its_caller():
+    doc = tiny_denoiser()
+    doc.node("temb").params["num_embeddings"] = 10
+    model = gc.compile(doc).init(seed=0).eval()
+    with Inferencer(model, max_batch=8) as served:
+        x = torch.randn(1, 8, 8)
+        ok = served.infer_async(x, torch.tensor(3))
+        bad = served.infer_async(x, torch.tensor(500))  # past the embedding table
+        also_ok = served.infer_async(x, torch.tensor(4))
+        with torch.no_grad():
+            assert torch.allclose(served.wait_for_resp(ok), model(x[None], torch.tensor([3]))[0], atol=1e-5)
+            with pytest.raises(InferenceError, match="IndexError"):
+                served.wait_for_resp(bad)
+            assert torch.allclose(served.wait_for_resp(also_ok), model(x[None], torch.tensor([4]))[0], atol=1e-5)
+
+
+def test_update_params(model, inferencer):
+    other = gc.compile(tiny_classifier()).init(seed=1).eval()
+    x = torch.randn(4, 1, 8, 8)
+    inferencer.update_params(other.state_dict())
+    assert torch.allclose(inferencer(x), expected(other, x), atol=1e-5)
+    with pytest.raises(InferenceError, match="do not fit"):
+        inferencer.update_params({"nope": torch.zeros(1)})
+    inferencer.update_params(model.state_dict())
+    assert torch.allclose(inferencer(x), expected(model, x), atol=1e-5)
+
+
+def _remote(client, x, replies) -> None:
+    replies.put(client(x).numpy())  # numpy: a tensor would go by shared memory that dies with this process
+
+
+def test_a_client_works_from_another_process(model, inferencer):
+    ctx = mp.get_context("spawn")
+    replies = ctx.Queue()
+    x = torch.randn(3, 1, 8, 8)
+    process = ctx.Process(target=_remote, args=(inferencer.create_client(), x, replies))
+    process.start()
+    got = replies.get(timeout=120)
+    process.join(60)
+    assert process.exitcode == 0 and torch.allclose(torch.from_numpy(got), expected(model, x), atol=1e-5)
+
+
+def test_the_worker_stops_when_the_inferencer_goes_away(model):
+    served = Inferencer(model, max_batch=4)
+    process, client = served._process, served.create_client()
+    assert client(torch.randn(1, 8, 8)).shape == (10,)
+    del served
+    garbage.collect()
+    process.join(30)
+    assert not process.is_alive()
+    client.close()
+    with pytest.raises(InferencerClosed):
+        client(torch.randn(1, 8, 8))
+
+
+def test_a_graph_that_cannot_be_served_is_a_clear_error():
+    doc = tiny_classifier()
+    doc.node("fc").params["out_features"] = -1
+    with pytest.raises(gc.GraphError, match="could not start"):
+        Inferencer(doc)
+
+
+def test_timeout_on_wait(inferencer):
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        inferencer.wait_for_resp("never-sent", timeout=0.2)
+    assert time.monotonic() - start < 30

@@ -1,0 +1,85 @@
+"""Background jobs: training in a separate process streams events, stops on request with a
+checkpoint, and every failure (an exception, a killed process) arrives as an error event."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from train_graphs import tiny_classifier, tiny_denoiser
+
+from graphcore.jobs import start_sampling, start_training
+from graphcore.train import TrainConfig
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def collect(job, timeout: float = 300.0) -> list[dict]:
+    events = list(job.events(timeout=timeout))
+    assert events and events[-1]["type"] in ("done", "error"), f"no terminal event: {events[-3:]}"
+    job.join(30)
+    return events
+
+
+def test_a_training_job_streams_its_progress(tmp_path):
+    job = start_training(tiny_classifier(), TrainConfig(epochs=2, batch_size=64, log_every=5), out=tmp_path / "run")
+    events = collect(job)
+    types = [e["type"] for e in events]
+    assert types[0] == "start" and types[-1] == "done" and events[-1]["status"] == "finished"
+    steps = [e for e in events if e["type"] == "step"]
+    assert steps and all(np.isfinite(e["loss"]) and e["lr"] > 0 for e in steps)
+    assert [e["step"] for e in steps] == sorted(e["step"] for e in steps)
+    metrics = [(e["epoch"], e["split"]) for e in events if e["type"] == "metrics"]
+    assert metrics == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
+    assert "checkpoint" in types and (tmp_path / "run" / "last.pt").exists()
+    assert job.finished and not job.running
+
+
+def test_a_diffusion_job_sends_sample_images(tmp_path):
+    job = start_training(tiny_denoiser(), TrainConfig(task="diffusion", epochs=1, batch_size=128), out=tmp_path / "d")
+    samples = [e for e in collect(job) if e["type"] == "samples"]
+    assert len(samples) == 1
+    images = samples[0]["images"]
+    assert images.shape == (16, 8, 8, 1) and images.dtype == np.uint8
+    assert samples[0]["png"].startswith(PNG)
+
+
+def test_stop_request_saves_then_ends(tmp_path):
+    job = start_training(tiny_classifier(), TrainConfig(epochs=500, batch_size=16, log_every=1), out=tmp_path / "run")
+    for event in job.events(timeout=300):
+        if event["type"] == "step" and event["step"] >= 3:
+            job.stop()
+            break
+    events = collect(job)
+    assert events[-1]["type"] == "done" and events[-1]["status"] == "stopped"
+    assert "stop requested" in events[-1]["message"]
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["step"] == events[-1]["step"] >= 3
+
+
+def test_a_failing_job_sends_an_error_event(tmp_path):
+    job = start_training(tiny_classifier(), TrainConfig(epochs=1, dataset=str(tmp_path / "missing")),
+                         out=tmp_path / "run")
+    events = collect(job)
+    assert [e["type"] for e in events] == ["error"]
+    assert "not found" in events[0]["message"]
+
+
+def test_a_killed_job_is_reported_not_silent(tmp_path):
+    job = start_training(tiny_classifier(), TrainConfig(epochs=500, batch_size=16, log_every=1), out=tmp_path / "run")
+    for event in job.events(timeout=300):
+        if event["type"] == "step":
+            job.kill()
+            break
+    events = collect(job)
+    assert events[-1]["type"] == "error" and "SIGKILL" in events[-1]["message"]
+
+
+@pytest.mark.slow
+def test_a_sampling_job_previews_each_step(tmp_path):
+    collect(start_training(tiny_denoiser(), TrainConfig(task="diffusion", epochs=1), out=tmp_path / "run"))
+    job = start_sampling(tmp_path / "run", tmp_path / "out", steps=6, n=4, preview_every=2)
+    events = collect(job)
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [2, 4, 6] and steps[0]["images"].shape == (4, 8, 8, 1)
+    assert events[-1]["status"] == "finished" and (tmp_path / "out" / "samples.npy").exists()
