@@ -95,25 +95,37 @@ def example_params(spec: BlockSpec, example: Example) -> Params:
     return spec.params.model_validate(example.params)
 
 
-def run_on_meta(spec: BlockSpec, params: Params, inputs: dict[str, Shape], batch: int = 2) -> dict[str, Shape]:
-    """Build the block's real module on the meta device, run it, return per-sample output shapes."""
-    with torch.device("meta"):
-        module = spec.build(params, inputs)
+def block_call(spec: BlockSpec, params: Params, inputs: dict[str, Shape], make) -> tuple[list, dict]:
+    """Positional and keyword arguments for a block's forward; ``make(port, shape)`` builds each tensor."""
     args, kwargs = [], {}
     for port in spec.input_ports(params):
         if port.name not in inputs:
             continue
-        if port.dtype == "int":
-            tensor = torch.zeros((batch, *inputs[port.name]), dtype=torch.long, device="meta")
-        else:
-            tensor = torch.empty((batch, *inputs[port.name]), device="meta")
+        tensor = make(port, inputs[port.name])
         if port.optional:
             kwargs[port.name] = tensor
         else:
             args.append(tensor)
-    out = module(*args, **kwargs)
+    return args, kwargs
+
+
+def outputs_of(spec: BlockSpec, out) -> tuple:
     outs = out if isinstance(out, tuple) else (out,)
     assert len(outs) == len(spec.outputs), f"{spec.type} returned {len(outs)} tensors for ports {spec.outputs}"
+    return outs
+
+
+def run_on_meta(spec: BlockSpec, params: Params, inputs: dict[str, Shape], batch: int = 2) -> dict[str, Shape]:
+    """Build the block's real module on the meta device, run it, return per-sample output shapes."""
+    with torch.device("meta"):
+        module = spec.build(params, inputs)
+
+    def make(port: Port, shape: Shape) -> torch.Tensor:
+        dtype = torch.long if port.dtype == "int" else torch.float32
+        return torch.empty((batch, *shape), dtype=dtype, device="meta")
+
+    args, kwargs = block_call(spec, params, inputs, make)
+    outs = outputs_of(spec, module(*args, **kwargs))
     for t in outs:
         assert t.shape[0] == batch, f"{spec.type} changed the batch dim"
     return {port: tuple(t.shape[1:]) for port, t in zip(spec.outputs, outs)}

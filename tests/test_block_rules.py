@@ -6,7 +6,15 @@ registered with its examples.
 
 import pytest
 import torch
-from block_strategies import example_params, params_near, run_on_meta, shape_near, single_block_doc
+from block_strategies import (
+    block_call,
+    example_params,
+    outputs_of,
+    params_near,
+    run_on_meta,
+    shape_near,
+    single_block_doc,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -77,22 +85,16 @@ def test_forward_and_backward_on_a_tiny_real_input(spec):
     example = spec.examples[0]
     params = example_params(spec, example)
     module = spec.build(params, example.inputs)
-    args, kwargs, leaves = [], {}, []
-    for port in spec.input_ports(params):
-        if port.name not in example.inputs:
-            continue
-        shape = (2, *example.inputs[port.name])
+    leaves = []
+
+    def make(port, shape):
         if port.dtype == "int":
-            tensor = torch.randint(0, 2, shape)
-        else:
-            tensor = torch.randn(shape, requires_grad=True)
-            leaves.append(tensor)
-        if port.optional:
-            kwargs[port.name] = tensor
-        else:
-            args.append(tensor)
-    out = module(*args, **kwargs)
-    outs = out if isinstance(out, tuple) else (out,)
+            return torch.randint(0, 2, (2, *shape))
+        leaves.append(torch.randn((2, *shape), requires_grad=True))
+        return leaves[-1]
+
+    args, kwargs = block_call(spec, params, example.inputs, make)
+    outs = outputs_of(spec, module(*args, **kwargs))
     sum(o.float().square().mean() for o in outs).backward()
     grads = [t.grad for t in leaves] + [p.grad for p in module.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads), f"{spec.type}: missing or bad gradients"
