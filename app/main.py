@@ -114,7 +114,8 @@ def run(settings: Settings) -> None:
     # ~200 ms in the middle of an edit. Freeze them out of the collector's reach.
     garbage_collector.freeze()
     ui.run(host=settings.host, port=settings.port, title="NetCanvas", reload=False, show=False,
-           native=settings.native, favicon="🧠", show_welcome_message=True)
+           native=settings.native, window_size=(1400, 900) if settings.native else None, favicon="🧠",
+           show_welcome_message=True)
 
 
 if __name__ == "__main__":  # not "__mp_main__": a training job's spawned process imports this file too

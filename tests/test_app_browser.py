@@ -140,3 +140,23 @@ def test_delete_key_removes_the_selection_and_undo_brings_it_back(screen):
     screen.click("Undo")
     wait_nodes(screen, 14)
     screen.wait_for(lambda: "(N, 16, 10, 10)" in edge_labels(screen))
+
+
+def test_context_menu_groups_a_node_and_double_click_opens_it(screen):
+    screen.open("/")
+    wait_nodes(screen, 14)
+    ActionChains(screen.selenium).context_click(node(screen, "c3")).perform()
+    screen.wait_for(lambda: screen.selenium.find_elements(By.CSS_SELECTOR, ".nc-menu-item"))
+    items = [e.text for e in screen.selenium.find_elements(By.CSS_SELECTOR, ".nc-menu-item")]
+    assert items == ["Rename…", "Duplicate", "Group into subgraph…", "Delete"]
+    screen.selenium.find_element(By.CSS_SELECTOR, '.nc-menu-item[data-action="group"]').click()
+    screen.wait_for(lambda: screen.selenium.find_elements(By.XPATH, "//div[contains(@class, 'q-dialog')]//button"))
+    screen.selenium.find_element(  # the dialog's button (its name field is filled in: block_1)
+        By.XPATH, "//div[contains(@class, 'q-dialog')]//button[normalize-space() = 'Group']").click()
+    wait_nodes(screen, 14)  # c3 became block_1
+    screen.wait_for(lambda: "subgraph:block_1" in node(screen, "block_1").text)
+    ActionChains(screen.selenium).double_click(node(screen, "block_1")).perform()
+    wait_nodes(screen, 3)  # inside: its input, c3, its output
+    assert "(N, 16, 10, 10)" in node(screen, "c3").text
+    screen.click("Close")
+    wait_nodes(screen, 14)
