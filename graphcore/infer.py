@@ -23,14 +23,13 @@ import itertools
 import multiprocessing as mp
 import os
 import pickle
-import queue
 import shutil
 import tempfile
 import threading
 import uuid
 import weakref
 from collections.abc import Sequence
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Client, Connection, Listener, wait
 
 import numpy as np
 import torch
@@ -261,7 +260,6 @@ def _shutdown(process, address: str, authkey: bytes, folder: str) -> None:
 
 
 # ----------------------------------------------------------------------------- the worker
-_STOP = object()
 
 
 def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, address: str, authkey: bytes,
@@ -284,28 +282,42 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, addre
         return
     ready.send(("ready", None))
     ready.close()
-    requests: queue.Queue = queue.Queue()
-    threading.Thread(target=_accept, args=(listener, requests), daemon=True).start()
+    # One thread reads every connection, batches and replies: no queue between threads, no lock,
+    # no GIL hand-offs per request. An accept thread hands new connections over through a pipe,
+    # which also carries "stop" when the parent process ends.
+    wake_recv, wake_send = mp.Pipe(duplex=False)
+    arrivals: list[Connection] = []
+    threading.Thread(target=_accept, args=(listener, arrivals, wake_send), daemon=True).start()
     parent = mp.parent_process()
     if parent is not None:
-        threading.Thread(target=lambda: (parent.join(), requests.put(_STOP)), daemon=True).start()
+        threading.Thread(target=lambda: (parent.join(), wake_send.send_bytes(b"stop")), daemon=True).start()
     worker = _Worker(model, dev, max_batch, inputs)
+    conns: list[Connection] = []
     with torch.inference_mode():
         while True:
-            item = requests.get()
-            batch = [item]
-            while item is not _STOP and len(batch) < max_batch:  # what else is waiting right now
+            items, stop = [], False
+            for conn in wait([wake_recv, *conns]):
+                if conn is wake_recv:
+                    while wake_recv.poll():
+                        stop = stop or wake_recv.recv_bytes() == b"stop"
+                    while arrivals:
+                        conns.append(arrivals.pop())
+                    continue
                 try:
-                    item = requests.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-            if not worker.handle([b for b in batch if b is not _STOP]) or any(b is _STOP for b in batch):
+                    while True:  # everything this client has sent so far
+                        kind, rid, payload = _recv(conn)
+                        items.append((conn, kind, rid, _from_wire(payload) if kind == "infer" else payload))
+                        if not conn.poll():
+                            break
+                except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+                    conn.close()
+                    conns.remove(conn)
+            if stop or not worker.handle(items):
                 break
     listener.close()
 
 
-def _accept(listener: Listener, requests: queue.Queue) -> None:
+def _accept(listener: Listener, arrivals: list, wake: Connection) -> None:
     while True:
         try:
             conn = listener.accept()
@@ -313,17 +325,11 @@ def _accept(listener: Listener, requests: queue.Queue) -> None:
             if getattr(listener, "_listener", None) is None:
                 return
             continue
-        threading.Thread(target=_read, args=(conn, requests, threading.Lock()), daemon=True).start()
-
-
-def _read(conn: Connection, requests: queue.Queue, lock: threading.Lock) -> None:
-    while True:
+        arrivals.append(conn)
         try:
-            kind, rid, payload = _recv(conn)
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError):
-            conn.close()
+            wake.send_bytes(b"conn")
+        except OSError:
             return
-        requests.put((conn, lock, kind, rid, _from_wire(payload) if kind == "infer" else payload))
 
 
 class _Worker:
@@ -335,14 +341,14 @@ class _Worker:
     def handle(self, items: list[tuple]) -> bool:
         """Answer a group of waiting requests; False when told to stop."""
         pending: list[tuple] = []
-        for conn, lock, kind, rid, payload in items:
+        for conn, kind, rid, payload in items:
             if kind == "stop":
                 return False
             if kind == "ping":
-                self.reply(conn, lock, rid, True, "pong")
+                self.reply(conn, rid, True, "pong")
             elif kind == "stats":
                 rows = self.batch_rows
-                self.reply(conn, lock, rid, True, {"batches": len(rows), "samples": sum(rows),
+                self.reply(conn, rid, True, {"batches": len(rows), "samples": sum(rows),
                                                    "max_batch": max(rows, default=0),
                                                    "mean_batch": sum(rows) / max(1, len(rows))})
             elif kind == "update":
@@ -351,15 +357,15 @@ class _Worker:
                 try:
                     state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
                     self.model._load_checked(state, "update_params")
-                    self.reply(conn, lock, rid, True, None)
+                    self.reply(conn, rid, True, None)
                 except Exception as exc:  # noqa: BLE001
-                    self.reply(conn, lock, rid, False, _describe(exc))
+                    self.reply(conn, rid, False, _describe(exc))
             elif kind == "infer":
                 problem = self.check(payload)
                 if problem:
-                    self.reply(conn, lock, rid, False, problem)
+                    self.reply(conn, rid, False, problem)
                 else:
-                    pending.append((conn, lock, rid, payload))
+                    pending.append((conn, rid, payload))
         self.run_batch(pending)
         return True
 
@@ -385,7 +391,7 @@ class _Worker:
         group: list[tuple] = []
         rows = 0
         for item in pending:
-            size = self._rows(item[3])
+            size = self._rows(item[2])
             if group and rows + size > self.max_batch:
                 self._run(group)
                 group, rows = [], 0
@@ -400,20 +406,20 @@ class _Worker:
 
     def _run(self, group: list[tuple]) -> None:
         try:
-            outputs = self._forward([item[3] for item in group])
+            outputs = self._forward([item[2] for item in group])
         except Exception:  # noqa: BLE001 - find out which request it was
             if len(group) == 1:
-                conn, lock, rid, _ = group[0]
+                conn, rid, _ = group[0]
                 try:
-                    self._forward([group[0][3]])
+                    self._forward([group[0][2]])
                 except Exception as exc:  # noqa: BLE001
-                    self.reply(conn, lock, rid, False, _describe(exc))
+                    self.reply(conn, rid, False, _describe(exc))
                 return
             for item in group:
                 self._run([item])
             return
-        for (conn, lock, rid, _), output in zip(group, outputs):
-            self.reply(conn, lock, rid, True, output)
+        for (conn, rid, _), output in zip(group, outputs):
+            self.reply(conn, rid, True, output)
 
     def _forward(self, requests: list[tuple]) -> list:
         columns = []
@@ -433,12 +439,11 @@ class _Worker:
         return results
 
     @staticmethod
-    def reply(conn: Connection, lock: threading.Lock, rid: RequestId, ok: bool, value) -> None:
-        with lock:
-            try:
-                _send(conn, (rid, ok, _to_wire(value)))
-            except (OSError, EOFError):
-                pass  # that client has gone; the others are unaffected
+    def reply(conn: Connection, rid: RequestId, ok: bool, value) -> None:
+        try:
+            _send(conn, (rid, ok, _to_wire(value)))
+        except (OSError, EOFError):
+            pass  # that client has gone; the others are unaffected
 
 
 def _describe(exc: BaseException) -> str:

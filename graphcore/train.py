@@ -72,6 +72,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     beta_schedule: Literal["linear", "cosine"] = "cosine"  # diffusion
     timesteps: int = 1000  # diffusion
+    loss_weighting: Literal["none", "min_snr"] = "min_snr"  # diffusion: min(SNR, 5)/SNR per timestep
     ema: float | None = None  # weight EMA decay; None: 0.999 for diffusion, off otherwise
     log_every: int = 10  # steps between "step" events
     preview_every: int = 1  # epochs between preview images (events only)
@@ -81,6 +82,9 @@ class TrainConfig:
             raise GraphError(f"unknown task {self.task!r} (use {', '.join(TASKS)})")
         if self.optimizer not in DEFAULT_LR:
             raise GraphError(f"unknown optimizer {self.optimizer!r} (use adamw or sgd)")
+        if self.loss_weighting not in diffusion.LOSS_WEIGHTINGS:
+            raise GraphError(f"unknown loss weighting {self.loss_weighting!r} "
+                             f"(use {' or '.join(diffusion.LOSS_WEIGHTINGS)})")
         if self.schedule not in ("cosine", "constant"):
             raise GraphError(f"unknown lr schedule {self.schedule!r} (use cosine or constant)")
         for name in ("epochs", "batch_size", "timesteps", "log_every", "preview_every"):
@@ -306,6 +310,12 @@ class Trainer:
         self.steps_per_epoch = math.ceil(per_rank / self.local_batch)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
+        self._params = list(self.model.parameters())
+        self._ema_params = list(self.ema_model.parameters()) if self.ema_model is not None else []
+        self._nan: tuple[float, int] | None = None  # (loss, step) of the first non-finite loss
+        self._buffer = torch.zeros(2, cfg.log_every, device=self.device)  # per-step loss, correct count
+        self._sizes: list[int] = []  # batch sizes of the steps not yet flushed
+        self._lr: float | None = None
         self.step = self.epoch = self.batch = 0
         self.partial = {"loss": 0.0, "correct": 0, "count": 0}
         self.best: float | None = None
@@ -362,14 +372,21 @@ class Trainer:
         """(loss, number of correct predictions or None) for one batch."""
         if self.channels_last:
             x = x.contiguous(memory_format=self.layout)
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            if self.config.task == "classify":
-                logits = net(x)  # (B, K)
-                loss = F.cross_entropy(logits.float(), y)
-                return loss, (logits.argmax(dim=1) == y).sum()
-            if self.config.task == "reconstruct":
-                return F.mse_loss(net(x).float(), x), None
-            return self.schedule.loss(diffusion.denoiser(net, self.doc), diffusion.to_model_range(x), generator), None
+        if self.amp is None:  # no autocast context to enter each step
+            return self._loss(net, x, y, generator)
+        with torch.autocast(self.device.type, dtype=self.amp):
+            return self._loss(net, x, y, generator)
+
+    def _loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.config.task == "classify":
+            logits = net(x)  # (B, K)
+            loss = F.cross_entropy(logits.float(), y)
+            return loss, (logits.argmax(dim=1) == y).sum()
+        if self.config.task == "reconstruct":
+            return F.mse_loss(net(x).float(), x), None
+        return self.schedule.loss(diffusion.denoiser(net, self.doc), diffusion.to_model_range(x), generator,
+                                  weighting=self.config.loss_weighting), None
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
@@ -382,35 +399,28 @@ class Trainer:
         self._emit({"type": "start", "run_dir": str(self.run_dir), "epochs": cfg.epochs, "step": self.step,
                     "total_steps": self.total_steps, "device": str(self.device), "task": cfg.task})
         status, message = "finished", ""
-        window: list[float] = []
+        self._window: list[float] = []  # losses since the last "step" event
         try:
             while self.epoch < cfg.epochs:
                 order = self._epoch_order(self.epoch)
                 self.net.train()
                 while self.batch < self.steps_per_epoch:
                     idx = order[self.batch * self.local_batch:(self.batch + 1) * self.local_batch]
-                    loss_value, correct = self._train_step(idx)
-                    finite = math.isfinite(loss_value)
-                    if finite:
-                        self.step += 1
-                        self.batch += 1
-                        self.partial["loss"] += loss_value * len(idx)
-                        self.partial["correct"] += correct
-                        self.partial["count"] += len(idx)
-                        window.append(loss_value)
-                        if bar is not None:
-                            bar.update(1)
-                        if len(window) >= cfg.log_every:
-                            mean, lr = sum(window) / len(window), self.optimizer.param_groups[0]["lr"]
-                            self._emit({"type": "step", "step": self.step, "epoch": self.epoch, "loss": mean, "lr": lr})
-                            if bar is not None:
-                                bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
-                            window = []
-                        if self.on_step is not None:
-                            self.on_step(self)
-                    stop_reason = self._should_stop(start, finite)
+                    self._train_step(idx)
+                    self.step += 1
+                    self.batch += 1
+                    if self.on_step is not None:
+                        self.on_step(self)
+                    due = len(self._sizes) >= cfg.log_every or self.batch == self.steps_per_epoch
+                    stop_reason = None
+                    if due:  # the one host sync of the window: losses, NaN check, events, DDP agreement
+                        stop_reason = self._should_stop(start, self._flush(bar))
+                    elif self.world == 1:  # cheap without DDP: a stop or the time limit acts at once
+                        stop_reason = self._should_stop(start, False)
+                        if stop_reason is not None and self._flush(bar):  # settle the window before saving
+                            stop_reason = "nan"
                     if stop_reason == "nan":
-                        at = self.step + (0 if finite else 1)
+                        loss_value, at = self._nan or (float("nan"), self.step + 1)  # (another rank's NaN)
                         return self._finish("nan", self._nan_message(loss_value, at), start)
                     if stop_reason is not None:
                         status = "time_limit" if stop_reason == "time" else "stopped"
@@ -430,6 +440,32 @@ class Trainer:
             if self.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 
+    def _flush(self, bar) -> bool:
+        """Read the losses of the steps since the last flush (one host sync), add them to the
+        epoch's figures, send "step" events; True (and ``self._nan``) if one was not finite."""
+        n, sizes = len(self._sizes), self._sizes
+        values = self._buffer[:, :n].tolist()  # [[loss per step], [correct per step]]
+        self._sizes = []
+        first = self.step - n  # the step count before the window
+        for i, (loss_value, correct, size) in enumerate(zip(values[0], values[1], sizes)):
+            if not math.isfinite(loss_value):
+                self.step, self.batch = first + i, self.batch - (n - i)
+                self._nan = (loss_value, first + i + 1)
+                return True
+            self.partial["loss"] += loss_value * size
+            self.partial["correct"] += int(correct)
+            self.partial["count"] += size
+            self._window.append(loss_value)
+            if len(self._window) >= self.config.log_every:
+                mean, lr = sum(self._window) / len(self._window), self.optimizer.param_groups[0]["lr"]
+                self._emit({"type": "step", "step": first + i + 1, "epoch": self.epoch, "loss": mean, "lr": lr})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", refresh=False)
+                self._window = []
+        if bar is not None:
+            bar.update(n)
+        return False
+
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's share of the epoch's shuffled order; the same (seed, epoch) gives the same order."""
         n = len(self.train_x)
@@ -439,31 +475,44 @@ class Trainer:
             order = torch.cat([order, order[:padded - n]])[self.rank::self.world]
         return order.to(self.device)
 
-    def _train_step(self, idx: torch.Tensor) -> tuple[float, int]:
+    def _train_step(self, idx: torch.Tensor) -> None:
+        """One optimizer step; its loss (and correct count) go to a preallocated buffer on the
+        device, read back by ``_flush`` every ``log_every`` steps rather than synced each step."""
         cfg = self.config
-        factor = lr_factor(self.step, self.total_steps, cfg.warmup, cfg.schedule)
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * factor
+        lr = cfg.lr * lr_factor(self.step, self.total_steps, cfg.warmup, cfg.schedule)
+        if lr != self._lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self._lr = lr
         x = self.train_x[idx]  # (B, *shape)
         y = self.train_y[idx] if self.train_y is not None else None
         loss, correct = self._forward(self.net, x, y, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.clip_grad:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        if self.ema_model is not None:  # the decay warms up so early weights do not linger in short runs
-            decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
-            with torch.no_grad():
-                ema = list(self.ema_model.parameters())
-                torch._foreach_lerp_(ema, list(self.model.parameters()), 1.0 - decay)
-        return loss.item(), int(correct) if correct is not None else 0
+        if self.scaler.is_enabled():
+            self.scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self._params, cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if cfg.clip_grad:
+                nn.utils.clip_grad_norm_(self._params, cfg.clip_grad)
+            self.optimizer.step()
+        with torch.no_grad():
+            slot = len(self._sizes)
+            self._buffer[0, slot] = loss.detach()
+            if correct is not None:
+                self._buffer[1, slot] = correct
+            if self.ema_model is not None:  # the decay warms up so early weights do not linger in short runs
+                decay = min(cfg.ema, (1 + self.step) / (10 + self.step))
+                torch._foreach_lerp_(self._ema_params, self._params, 1.0 - decay)
+        self._sizes.append(len(idx))
 
-    def _should_stop(self, start: float, finite: bool) -> str | None:
-        """"nan", "time", a stop reason, or None; agreed by all ranks under DDP."""
-        nonfinite = not finite
+    def _should_stop(self, start: float, nonfinite: bool) -> str | None:
+        """"nan", "time", a stop reason, or None; agreed by all ranks under DDP (asked only at
+        flushes there, since the agreement is a collective)."""
         timeout = self.config.minutes is not None and time.monotonic() - start >= self.config.minutes * 60
         requested = self._stop_reason is not None or (self.stop_event is not None and self.stop_event.is_set())
         if self.world > 1:

@@ -153,3 +153,31 @@ def test_the_unet_template_trains_a_few_steps(tmp_path):
     model = gc.compile(doc).init(tmp_path / "u" / "last.pt").eval()
     out = sample(diffusion.denoiser(model), (1, 16, 16), Schedule("cosine", 1000), n=2, steps=3)
     assert out.shape == (2, 1, 16, 16) and torch.isfinite(out).all()
+
+
+def test_min_snr_weighting_scales_each_timestep_by_min_snr_over_snr():
+    schedule = Schedule("cosine", 1000)
+    x0 = torch.zeros(4, 1, 2, 2)
+
+    def constant(x, t):  # predicts 0, so the per-sample error is the mean of noise**2
+        return torch.zeros_like(x)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    plain = schedule.loss(constant, x0, g1)
+    weighted = schedule.loss(constant, x0, g2, weighting="min_snr")
+    g = torch.Generator().manual_seed(3)  # the same draws as inside loss(): t first, then the noise
+    t = torch.randint(0, 1000, (4,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    per_sample = noise.pow(2).flatten(1).mean(1)
+    snr = schedule.snr[t]
+    assert torch.allclose(plain, per_sample.mean())
+    assert torch.allclose(weighted, (per_sample * snr.clamp(max=5.0) / snr).mean())
+    with pytest.raises(gc.GraphError, match="loss weighting"):
+        schedule.loss(constant, x0, weighting="p2")
+    with pytest.raises(gc.GraphError, match="loss weighting"):
+        TrainConfig(task="diffusion", loss_weighting="p2")
+
+
+def test_samples_are_ordinary_tensors_outside_inference_mode():
+    out = sample(lambda x, t: torch.zeros_like(x), (1, 4, 4), Schedule("cosine", 100), n=2, steps=3)
+    assert not out.is_inference()
+    out.mul_(2.0)  # in-place use after sampling is allowed
