@@ -43,6 +43,7 @@ class Editor:
         self.saved_revision = -1
         self.summary_revision = -1
         self.python_revision = -1
+        self.tick_revision = -1  # the revision at the last tick: unchanged means no edit since
         EDITORS[ui.context.client.id] = self
         self._build()
         ui.timer(0.5, self._tick)
@@ -492,7 +493,11 @@ class Editor:
     def _tick(self) -> None:
         """Work that may wait half a second: summary, autosave, the code preview."""
         revision = self.session.revision
-        if self.summary_revision != revision:
+        # The summary takes tens of milliseconds on a big graph, on the event loop: while edits come
+        # in, it would hold up their replies. It waits until a tick sees no edit since the last one.
+        quiet = revision == self.tick_revision
+        self.tick_revision = revision
+        if quiet and self.summary_revision != revision:
             self.summary_revision = revision
             self.refresh_summary()
         if self.saved_revision != revision or self.saved_revision == -1:
