@@ -262,19 +262,9 @@ class Editor:
         if self.current is not self.session:
             ui.notify("Close the subgraph first: groups are made at the top level of the file", type="warning")
             return
-        with _transient_dialog() as dialog, ui.card().classes("w-96"):
-            ui.label(f"Group {len(node_ids)} block(s) into a subgraph").classes("text-h6")
-            name = ui.input("subgraph name", value=self.session.fresh_subgraph_name()) \
-                .props("dense outlined autofocus").classes("w-full").mark("group-name")
-
-            def done() -> None:
-                if self.group(node_ids, (name.value or "").strip()):
-                    dialog.close()
-            name.on("keydown.enter", done)
-            with ui.row().classes("w-full justify-end"):
-                ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Group", on_click=done).mark("group-ok")
-        dialog.open()
+        self._name_dialog(f"Group {len(node_ids)} block(s) into a subgraph", "subgraph name",
+                          self.session.fresh_subgraph_name(), "Group", "group",
+                          lambda name: self.group(node_ids, name))
 
     def group(self, node_ids: list[str], name: str | None = None) -> bool:
         before = set(self.current.analysis.nodes)
@@ -345,18 +335,25 @@ class Editor:
     def rename_dialog(self, node_id: str) -> None:
         if node_id not in self.current.analysis.nodes:
             return
+        self._name_dialog(f"Rename {node_id}", "new id", node_id, "Rename", "rename",
+                          lambda new_id: self.rename(node_id, new_id))
+
+    @staticmethod
+    def _name_dialog(title: str, label: str, value: str, action: str, mark: str,
+                     accept: Callable[[str], bool]) -> None:
+        """Ask for one name; ``accept(name)`` applies it and says whether the dialog may close."""
         with _transient_dialog() as dialog, ui.card().classes("w-96"):
-            ui.label(f"Rename {node_id}").classes("text-h6")
-            name = ui.input("new id", value=node_id).props("dense outlined autofocus").classes("w-full") \
-                .mark("rename-id")
+            ui.label(title).classes("text-h6")
+            name = ui.input(label, value=value).props("dense outlined autofocus").classes("w-full") \
+                .mark(f"{mark}-name")
 
             def done() -> None:
-                if self.rename(node_id, (name.value or "").strip()):
+                if accept((name.value or "").strip()):
                     dialog.close()
             name.on("keydown.enter", done)
             with ui.row().classes("w-full justify-end"):
                 ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Rename", on_click=done).mark("rename-ok")
+                ui.button(action, on_click=done).mark(f"{mark}-ok")
         dialog.open()
 
     def rename(self, node_id: str, new_id: str) -> bool:

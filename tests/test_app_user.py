@@ -266,12 +266,12 @@ async def test_rename_in_the_inspector_and_from_the_context_menu(user: User):
     assert editor.session.doc.node("stem") is not None and editor.session.doc.node("c1") is None
     assert ("stem", "a1") in {(e.src, e.dst) for e in editor.session.doc.edges}
     user.find("canvas").trigger("edit", {"op": "rename_request", "id": "a1"})
-    user.find("rename-id").clear().type("class")
+    user.find("rename-name").clear().type("class")
     user.find("rename-ok").click()
     await user.should_see("'class': ")  # a Python keyword is refused, with the reason
-    user.find("rename-id").clear().type("stem_act")
+    user.find("rename-name").clear().type("stem_act")
     user.find("rename-ok").click()
-    await user.should_not_see(marker="rename-id")
+    await user.should_not_see(marker="rename-name")
     assert editor.session.doc.node("stem_act") is not None
     user.find("undo").click()
     assert editor.session.doc.node("a1") is not None
