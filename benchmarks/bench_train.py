@@ -147,10 +147,11 @@ def mlp() -> gc.GraphDoc:
                        edges=[gc.Edge(src=a[0], dst=b[0]) for a, b in zip(layers, layers[1:])])
 
 
-def serve(model, max_batch: int, make_request, clients: int = 32, per_client: int = 8, mode: str = "process") -> float:
+def serve(model, max_batch: int, make_request, clients: int = 32, per_client: int = 8, mode: str = "process",
+          device: str = "cpu") -> float:
     """Requests per second with ``clients`` concurrent clients (separate processes, as DESIGN means
     them, or threads of this process), each sending one sample at a time and waiting for it."""
-    with Inferencer(model, max_batch=max_batch) as served:
+    with Inferencer(model, device=device, max_batch=max_batch) as served:
         served(*make_request(0))  # warm up
         handles = [served.create_client() for _ in range(clients)]
         if mode == "process":
@@ -185,7 +186,7 @@ def _client_work(client, barrier, make_request, per_client: int) -> None:
 LABELS = {"process": "32 processes", "thread": "32 threads of one process"}
 
 
-def bench_infer(modes: tuple[str, ...] = ("process", "thread")) -> None:
+def bench_infer(modes: tuple[str, ...] = ("process", "thread"), device: str = "cpu") -> None:
     cases = [
         ("mlp_wide (784-2048-2048-10)", mlp(), lambda i: (torch.randn(784),), 32),
         ("unet_ddpm_small", gc.template("unet_ddpm_small"),
@@ -194,9 +195,9 @@ def bench_infer(modes: tuple[str, ...] = ("process", "thread")) -> None:
     for name, doc, make_request, per_client in cases:
         model = gc.compile(doc).init(seed=0).eval()
         for mode in modes:
-            print(f"Inferencer, {name}, 32 concurrent clients in {LABELS[mode]}, one sample a request:")
-            single = serve(model, 1, make_request, per_client=per_client, mode=mode)
-            batched = serve(model, 32, make_request, per_client=per_client, mode=mode)
+            print(f"Inferencer on {device}, {name}, 32 concurrent clients in {LABELS[mode]}, one sample a request:")
+            single = serve(model, 1, make_request, per_client=per_client, mode=mode, device=device)
+            batched = serve(model, 32, make_request, per_client=per_client, mode=mode, device=device)
             print(f"  speed-up of max_batch=32 over max_batch=1: {batched / single:.1f}x")
 
 

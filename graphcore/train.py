@@ -211,6 +211,10 @@ def pick_device(name: str = "auto") -> torch.device:
         raise GraphError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GraphError(f"device {name!r}: CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise GraphError(f"device {name!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}; "
+                         f"under torchrun each process needs a GPU of its own (use --nproc {count} or --device cpu)")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise GraphError(f"device {name!r}: MPS is not available on this machine")
     return device
@@ -289,12 +293,16 @@ class Trainer:
             torch.distributed.init_process_group(backend)
         if self.model is None:
             self.model = compile(self.doc).init(seed=cfg.seed)
+        self.schedule = diffusion.Schedule(cfg.beta_schedule, cfg.timesteps) if cfg.task == "diffusion" else None
+        train_x, train_y = self.data.split("train")
+        self._preflight(train_x[:2])
         self.amp = amp_dtype(self.device, cfg.amp)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # the batch shape is fixed, so the autotuned kernels are reused
         self.channels_last = self.device.type == "cuda" and len(self.shape) in (3, 4)
         layout = torch.channels_last if len(self.shape) == 3 else torch.channels_last_3d
         self.model.to(self.device, memory_format=layout if self.channels_last else torch.preserve_format)
         self.layout = layout
-        self.schedule = diffusion.Schedule(cfg.beta_schedule, cfg.timesteps) if cfg.task == "diffusion" else None
         self.net: nn.Module = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -303,7 +311,6 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         # Samples on the device; shuffled orders come from (seed, epoch) so they need no saved state.
-        train_x, train_y = self.data.split("train")
         self.train_x, self.train_y = train_x.to(self.device), train_y.to(self.device) if train_y is not None else None
         self.local_batch = max(1, cfg.batch_size // self.world)
         per_rank = math.ceil(len(train_x) / self.world)
@@ -324,7 +331,6 @@ class Trainer:
             self._restore(self._resume_state)
         elif self.main:
             self._create_run_dir()
-        self._preflight()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -353,18 +359,28 @@ class Trainer:
         write_atomic(self.run_dir / "config.json", (json.dumps(self.config.to_dict(), indent=2) + "\n").encode())
         (self.run_dir / "metrics.jsonl").write_text("")
 
-    def _preflight(self) -> None:
-        """One forward pass on two samples, so that a graph that cannot run fails before training."""
-        x = self.train_x[:2]
+    def _preflight(self, x: torch.Tensor) -> None:
+        """One forward pass on two samples ``x``, in eval mode, where the model is (on the CPU, before
+        it moves to its device), so that a graph that cannot run fails before training with a message.
+        On CUDA an index out of range would be a device-side assert that ends the process's use of
+        the GPU. Diffusion graphs are tried at the first and the last timestep."""
+        training = self.model.training
+        self.model.eval()
+        x = x.to(next(self.model.parameters(), x).device)
         try:
             with torch.no_grad():
-                self._forward(self.model, x, self.train_y[:2] if self.train_y is not None else None,
-                              torch.Generator(device=self.device).manual_seed(0))
+                if self.schedule is not None:
+                    t = torch.tensor([0, self.schedule.timesteps - 1][:len(x)], device=x.device)
+                    diffusion.denoiser(self.model, self.doc)(diffusion.to_model_range(x), t)
+                else:
+                    self.model(x)
         except GraphError:
             raise
         except Exception as exc:  # a shape the rules allowed but the modules refuse, an id out of range, …
             raise GraphError(f"graph {self.doc.name!r} fails on a batch of the dataset: "
                              f"{one_line(f'{type(exc).__name__}: {exc}')[:300]}") from None
+        finally:
+            self.model.train(training)
 
     # ------------------------------------------------------------------ one batch
     def _forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None,

@@ -165,7 +165,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
         [sys.executable, "-m", "graphcore.cli", "train", "lenet5", "--task", "classify", "--epochs", "4",
-         "--lr", "0.01", "--batch-size", "64", "--nproc", "2", "--out", str(run)],
+         "--lr", "0.01", "--batch-size", "64", "--nproc", "2", "--device", "cpu", "--out", str(run)],
         capture_output=True, text=True, timeout=600, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("finished 4 epochs") == 1  # only rank 0 speaks
