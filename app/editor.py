@@ -44,6 +44,7 @@ class Editor:
         self.summary_revision = -1
         self.python_revision = -1
         self.tick_revision = -1  # the revision at the last tick: unchanged means no edit since
+        self.problems_shown: tuple | None = None  # the diagnostics the problems panel lists
         EDITORS[ui.context.client.id] = self
         self._build()
         ui.timer(0.5, self._tick)
@@ -429,6 +430,9 @@ class Editor:
     # ----------------------------------------------------------------- panels
     def refresh_problems(self) -> None:
         diagnostics = self.current.analysis.diagnostics
+        if tuple(diagnostics) == self.problems_shown:
+            return  # the same list: new elements would only make the page's Tailwind rescan every element
+        self.problems_shown = tuple(diagnostics)
         errors = sum(d.severity == "error" for d in diagnostics)
         self.tab_problems.props(f'label="Problems ({len(diagnostics)})"')
         self.tab_problems.classes(replace="text-red-8" if errors else "")

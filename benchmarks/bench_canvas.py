@@ -7,7 +7,8 @@ Selenium and prints:
 - first page load with the lenet5 template: navigation start -> every node drawn (goal < 1.5 s);
 - edit -> updated shapes on screen on a 300-node graph: the canvas sends an edit, Python
   applies it and answers with a delta, the canvas redraws; measured in the page from the
-  send to the next animation frame after the redraw (goal < 100 ms);
+  send to a task queued from the next animation frame, which runs after that frame's style,
+  layout and paint (goal < 100 ms);
 - panning a 500-node canvas for 2 s, one step per animation frame (goal >= 50 fps).
 Headless Chromium renders in software; a desktop browser with a GPU does better.
 """
