@@ -52,8 +52,10 @@ def resnet18_32() -> gc.GraphDoc:
 
 
 def random_images(folder: Path, steps: int) -> Path:
-    """An .npz of random 32x32 images and labels, enough for ``steps`` training batches."""
-    n = math.ceil(BATCH * steps / (1 - CONFIG.val_fraction))
+    """An .npz of random 32x32 images and labels whose training split is ``steps`` full batches."""
+    n = BATCH * steps
+    while n - math.ceil(n * CONFIG.val_fraction) < BATCH * steps:  # the split's rule (graphcore.data)
+        n += 1
     rng = np.random.default_rng(0)
     path = folder / "random32.npz"
     np.savez(path, x=rng.random((n, 3, 32, 32), dtype=np.float32), y=rng.integers(0, CLASSES, n))
@@ -75,7 +77,7 @@ def timed_epochs(epochs: int, run_epoch) -> list[float]:
 def hand_written(data: Path, epochs: int) -> tuple[list[float], int]:
     """What a person would write for the same job; (seconds per epoch, images per epoch)."""
     archive = np.load(data)
-    n_train = len(archive["y"]) - round(len(archive["y"]) * CONFIG.val_fraction)
+    n_train = len(archive["y"]) - math.ceil(len(archive["y"]) * CONFIG.val_fraction)
     device = torch.device(CONFIG.device)
     x = torch.from_numpy(archive["x"][:n_train]).to(device)
     y = torch.from_numpy(archive["y"][:n_train]).long().to(device)
@@ -88,7 +90,7 @@ def hand_written(data: Path, epochs: int) -> tuple[list[float], int]:
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     steps = math.ceil(n_train / BATCH)
     total = epochs * steps
-    losses = torch.zeros(CONFIG.log_every, device=device)
+    losses, corrects = torch.zeros(CONFIG.log_every, device=device), torch.zeros(CONFIG.log_every, device=device)
     torch.backends.cudnn.benchmark = True
     step = 0
 
@@ -100,17 +102,20 @@ def hand_written(data: Path, epochs: int) -> tuple[list[float], int]:
             for group in optimizer.param_groups:
                 group["lr"] = CONFIG.lr * lr_factor(step, total, CONFIG.warmup, CONFIG.schedule)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = F.cross_entropy(model(x[idx].contiguous(memory_format=layout)).float(), y[idx])
+                logits = model(x[idx].contiguous(memory_format=layout))
+                loss = F.cross_entropy(logits.float(), y[idx])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), CONFIG.clip_grad)
             scaler.step(optimizer)
             scaler.update()
-            losses[step % CONFIG.log_every] = loss.detach()
+            with torch.no_grad():  # the training loss and accuracy a log line shows, as the Trainer keeps them
+                losses[step % CONFIG.log_every] = loss.detach()
+                corrects[step % CONFIG.log_every] = (logits.argmax(dim=1) == y[idx]).sum()
             step += 1
             if step % CONFIG.log_every == 0:
-                losses.tolist()  # a log line's host sync
+                losses.tolist(), corrects.tolist()  # a log line's host sync
 
     model.train()
     return timed_epochs(epochs, run_epoch), n_train
