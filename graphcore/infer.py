@@ -6,10 +6,11 @@
     rid = client.infer_async(x); ...; y = client.wait_for_resp(rid)
     inferencer.update_params(new_model.state_dict())
 
-The worker gathers the requests waiting at that moment into one forward pass of up to
-``max_batch`` samples, so many small concurrent callers share the cost of one batch.
-Requests travel over a local socket (``multiprocessing.connection``, authenticated with a
-random key) as plain pickles of tensors; the model travels as its graph JSON and state_dict,
+The worker gathers the requests waiting at that moment (and those arriving within half a
+forward pass) into one forward pass of up to ``max_batch`` samples, so many small concurrent
+callers share the cost of one batch. Requests travel over a local socket
+(``multiprocessing.connection``, authenticated with a random key) as pickles of numpy arrays,
+which the worker joins and splits in numpy; the model travels as its graph JSON and state_dict,
 never as a pickled module. A request that fails (wrong shape, an error in the model) gets its
 error back as ``InferenceError``; the requests batched with it are answered normally. The
 worker stops when the ``Inferencer`` is closed, deleted or garbage collected, or when the
@@ -23,6 +24,7 @@ import itertools
 import multiprocessing as mp
 import os
 import pickle
+import selectors
 import shutil
 import tempfile
 import threading
@@ -30,7 +32,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Sequence
-from multiprocessing.connection import Client, Connection, Listener, wait
+from multiprocessing.connection import Client, Connection, Listener
 
 import numpy as np
 import torch
@@ -53,8 +55,9 @@ class InferencerClosed(InferenceError):
 def _to_wire(value):
     """Tensors travel as numpy arrays: pickling those is ~15x cheaper than pickling tensors."""
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        return value.float().numpy() if value.dtype in (torch.bfloat16, torch.float16) else value.numpy()
+        if value.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16
+            value = value.float()
+        return value.numpy(force=True)  # detached, on the CPU
     if isinstance(value, tuple):
         return tuple(_to_wire(v) for v in value)
     return value
@@ -121,7 +124,8 @@ class InferenceClient:
 
     def infer_async(self, *args: torch.Tensor) -> RequestId:
         """Send a request (the model's inputs, one sample or a batch each); returns its id."""
-        return self._request("infer", _to_wire(tuple(torch.as_tensor(a) for a in args)))
+        arrays = tuple(_to_wire(a) if isinstance(a, torch.Tensor) else np.asarray(a) for a in args)
+        return self._request("infer", arrays)
 
     def wait_for_resp(self, rid: RequestId, timeout: float | None = None):
         """The reply to ``rid``: the model's output, or ``InferenceError`` if that request failed.
@@ -133,7 +137,7 @@ class InferenceClient:
                     break
                 conn = self._connection()
                 try:
-                    ready = conn.poll(timeout)
+                    ready = timeout is None or conn.poll(timeout)  # without a timeout, recv blocks by itself
                     if ready:
                         got, ok, value = _recv(conn)
                 except (OSError, EOFError) as exc:
@@ -160,7 +164,7 @@ class InferenceClient:
         self.wait_for_resp(self._request("update", buffer.getvalue()))
 
     def stats(self) -> dict[str, float]:
-        """How the worker has batched so far: forward passes, samples, largest and mean batch."""
+        """How the worker has batched so far: forward passes, samples, largest and mean batch; its threads."""
         return self.wait_for_resp(self._request("stats", None))
 
     def ping(self, timeout: float = 30.0) -> bool:
@@ -177,9 +181,15 @@ class Inferencer:
     """Serves ``model`` (a compiled graph, or a graph document) from a worker process."""
 
     def __init__(self, model: GraphModel | GraphDoc, device: str = "cpu", max_batch: int = 32,
-                 *, start_timeout: float = 120.0):
+                 *, threads: int | None = None, start_timeout: float = 120.0):
+        """``threads``: the worker's torch intra-op threads. By default half of this machine's
+        cores (at least one): the clients run on the same machine, and a batch of the small models
+        served this way gains little from a second thread while it takes a core from the clients."""
         if max_batch < 1:
             raise GraphError(f"max_batch must be at least 1, got {max_batch}")
+        threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // 2)
+        if threads < 1:
+            raise GraphError(f"threads must be at least 1, got {threads}")
         if isinstance(model, GraphModel):
             doc, state = model.doc, {k: v.detach().cpu() for k, v in model.state_dict().items()}
         else:
@@ -191,8 +201,8 @@ class Inferencer:
         ctx = mp.get_context("spawn")
         ready_recv, ready_send = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
-            target=_serve, args=(dumps(doc), buffer.getvalue(), device, max_batch, address, authkey, ready_send),
-            name="netcanvas-inferencer", daemon=True)
+            target=_serve, name="netcanvas-inferencer", daemon=True,
+            args=(dumps(doc), buffer.getvalue(), device, max_batch, threads, address, authkey, ready_send))
         self._process.start()
         ready_send.close()
         self._finalizer = weakref.finalize(self, _shutdown, self._process, address, authkey, self._dir)
@@ -263,8 +273,8 @@ def _shutdown(process, address: str, authkey: bytes, folder: str) -> None:
 # ----------------------------------------------------------------------------- the worker
 
 
-def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, address: str, authkey: bytes,
-           ready: Connection) -> None:
+def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threads: int, address: str,
+           authkey: bytes, ready: Connection) -> None:
     try:
         from graphcore.compiler import compile
         from graphcore.train import GraphIO, pick_device
@@ -275,6 +285,7 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, addre
         if state is not None:
             model._load_checked(state, "state_dict")
         dev = pick_device(device)
+        torch.set_num_threads(threads)
         model.to(dev).eval()
         inputs = GraphIO.of(doc).inputs
         listener = Listener(address, authkey=authkey)
@@ -294,24 +305,28 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, addre
         threading.Thread(target=lambda: (parent.join(), wake_send.send_bytes(b"stop")), daemon=True).start()
     worker = _Worker(model, dev, max_batch, inputs)
     conns: list[Connection] = []
+    selector = selectors.DefaultSelector()  # registered once: a wait costs O(ready), not O(clients)
+    selector.register(wake_recv, selectors.EVENT_READ)
 
-    def read(ready: list, items: list[tuple]) -> bool:
+    def ready(timeout: float | None) -> list[Connection]:
+        return [key.fileobj for key, _ in selector.select(timeout)]
+
+    def read(readable: list, items: list[tuple]) -> bool:
         """Take in everything the ready connections have sent; True when told to stop."""
         stop = False
-        for conn in ready:
+        for conn in readable:
             if conn is wake_recv:
                 while wake_recv.poll():
                     stop = stop or wake_recv.recv_bytes() == b"stop"
                 while arrivals:
                     conns.append(arrivals.pop())
+                    selector.register(conns[-1], selectors.EVENT_READ)
                 continue
-            try:
-                while True:  # everything this client has sent so far
-                    kind, rid, payload = _recv(conn)
-                    items.append((conn, kind, rid, _from_wire(payload) if kind == "infer" else payload))
-                    if not conn.poll():
-                        break
+            try:  # one message; if the client sent more, the selector reports it ready again at once
+                kind, rid, payload = _recv(conn)
+                items.append((conn, kind, rid, payload))  # an infer payload stays numpy until its batch
             except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+                selector.unregister(conn)
                 conn.close()
                 conns.remove(conn)
         return stop
@@ -319,18 +334,23 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, addre
     with torch.inference_mode():
         while True:
             items: list[tuple] = []
-            stop = read(wait([wake_recv, *conns]), items)
+            stop = read(ready(None), items)
             # Clients that were just answered need a moment to send again: wait a little (a fraction
             # of one forward pass) for them, so that batches fill up instead of alternating halves.
             deadline = time.monotonic() + worker.gather_seconds()
-            while not stop and len(items) < min(max_batch, len(conns)):
-                left = deadline - time.monotonic()
-                ready = wait([wake_recv, *conns], timeout=left) if left > 0 else []
-                if not ready:
-                    break
-                stop = read(ready, items)
+            while not stop and len(items) < max_batch:
+                arrived = ready(0)  # what is waiting already joins at no cost in time
+                if not arrived:
+                    left = deadline - time.monotonic()
+                    if len(items) >= len(conns) or left <= 0:
+                        break
+                    arrived = ready(left)
+                    if not arrived:
+                        break
+                stop = read(arrived, items)
             if stop or not worker.handle(items):
                 break
+    selector.close()
     listener.close()
 
 
@@ -357,9 +377,9 @@ class _Worker:
         self.forward_seconds = 0.0  # the last forward pass
 
     def gather_seconds(self) -> float:
-        """How long to wait for more requests before a batch: none without batching, else a
-        quarter of the last forward pass, at most 5 ms."""
-        return 0.0 if self.max_batch == 1 else min(0.005, 0.25 * self.forward_seconds)
+        """How long to wait for more requests before a batch: none without batching, else half
+        of the last forward pass, at most 5 ms."""
+        return 0.0 if self.max_batch == 1 else min(0.005, 0.5 * self.forward_seconds)
 
     def handle(self, items: list[tuple]) -> bool:
         """Answer a group of waiting requests; False when told to stop."""
@@ -373,7 +393,8 @@ class _Worker:
                 rows = self.batch_rows
                 self.reply(conn, rid, True, {"batches": len(rows), "samples": sum(rows),
                                                    "max_batch": max(rows, default=0),
-                                                   "mean_batch": sum(rows) / max(1, len(rows))})
+                                                   "mean_batch": sum(rows) / max(1, len(rows)),
+                                                   "threads": torch.get_num_threads()})
             elif kind == "update":
                 self.run_batch(pending)  # earlier requests see the old weights
                 pending = []
@@ -393,18 +414,21 @@ class _Worker:
         return True
 
     def check(self, args: tuple) -> str | None:
-        """Why this request cannot join a batch (or None): argument count, shapes, dtypes."""
-        if len(args) != len(self.inputs):
+        """Why this request (numpy arrays, as they came) cannot join a batch, or None: argument
+        count, shapes, dtypes."""
+        if not isinstance(args, tuple) or len(args) != len(self.inputs):
             names = ", ".join(n for n, _, _ in self.inputs)
             return f"the model takes {len(self.inputs)} input(s) ({names}), got {len(args)}"
         for arg, (name, shape, dtype) in zip(args, self.inputs):
-            tail = tuple(arg.shape[arg.dim() - len(shape):])
-            if tail != shape or arg.dim() not in (len(shape), len(shape) + 1):
+            if not isinstance(arg, np.ndarray):
+                return f"input {name!r}: expected a tensor, got {type(arg).__name__}"
+            tail = arg.shape[arg.ndim - len(shape):]
+            if tail != shape or arg.ndim not in (len(shape), len(shape) + 1):
                 return (f"input {name!r} takes one sample {list(shape)} or a batch {['N', *shape]}, "
                         f"got {list(arg.shape)}")
-            if (dtype == "int64") == arg.is_floating_point():
+            if (dtype == "int64") == (arg.dtype.kind == "f"):
                 return f"input {name!r} takes {dtype} values, got {arg.dtype}"
-        rows = {a.shape[0] if a.dim() == len(shape) + 1 else None for a, (_, shape, _) in zip(args, self.inputs)}
+        rows = {a.shape[0] if a.ndim == len(shape) + 1 else None for a, (_, shape, _) in zip(args, self.inputs)}
         if len(rows) > 1:
             return f"the inputs must all be single samples or batches of the same size, got {sorted(map(str, rows))}"
         return None
@@ -425,7 +449,7 @@ class _Worker:
 
     def _rows(self, args: tuple) -> int:
         first, (_, shape, _) = args[0], self.inputs[0]
-        return first.shape[0] if first.dim() == len(shape) + 1 else 1
+        return first.shape[0] if first.ndim == len(shape) + 1 else 1
 
     def _run(self, group: list[tuple]) -> None:
         try:
@@ -445,22 +469,25 @@ class _Worker:
             self.reply(conn, rid, True, output)
 
     def _forward(self, requests: list[tuple]) -> list:
+        """One forward pass over the requests' samples; each request's share of the outputs, as
+        numpy arrays (joining and splitting in numpy costs far less per request than in torch)."""
         columns = []
         for j, (_, shape, dtype) in enumerate(self.inputs):
-            parts = [args[j] if args[j].dim() == len(shape) + 1 else args[j].unsqueeze(0) for args in requests]
-            column = torch.cat(parts).to(self.device)  # (sum of rows, *shape)
+            parts = [args[j] if args[j].ndim == len(shape) + 1 else args[j][None] for args in requests]
+            column = torch.from_numpy(np.concatenate(parts)).to(self.device)  # (sum of rows, *shape)
             columns.append(column.float() if dtype == "float32" else column.long())
         start = time.monotonic()
         out = self.model(*columns)
         self.forward_seconds = time.monotonic() - start
         sizes = [self._rows(args) for args in requests]
         self.batch_rows.append(sum(sizes))
-        pieces = [o.cpu().split(sizes) for o in (out if isinstance(out, tuple) else (out,))]
-        results = []
-        for i, args in enumerate(requests):
-            single = args[0].dim() == len(self.inputs[0][1])
-            parts = [p[i][0] if single else p[i] for p in pieces]
+        arrays = [_to_wire(o) for o in (out if isinstance(out, tuple) else (out,))]  # (rows, ...) each
+        results, row = [], 0
+        for args, size in zip(requests, sizes):
+            single = args[0].ndim == len(self.inputs[0][1])
+            parts = [a[row] if single else a[row:row + size] for a in arrays]
             results.append(tuple(parts) if isinstance(out, tuple) else parts[0])
+            row += size
         return results
 
     @staticmethod

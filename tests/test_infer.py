@@ -144,3 +144,19 @@ def test_timeout_on_wait(inferencer):
     with pytest.raises(TimeoutError):
         inferencer.wait_for_resp("never-sent", timeout=0.2)
     assert time.monotonic() - start < 30
+
+
+def test_worker_threads_are_set_and_checked(model):
+    with pytest.raises(gc.GraphError, match="threads"):
+        Inferencer(model, threads=0)
+    with Inferencer(model, max_batch=4, threads=1) as served:
+        x = torch.randn(3, 1, 8, 8)
+        assert torch.allclose(served(x), expected(model, x), atol=1e-5)
+        assert served.stats()["threads"] == 1
+
+
+def test_numpy_arrays_and_lists_are_accepted_like_tensors(model, inferencer):
+    x = torch.randn(2, 1, 8, 8)
+    want = expected(model, x)
+    assert torch.allclose(inferencer(x.numpy()), want, atol=1e-5)
+    assert torch.allclose(inferencer(x[0].tolist()), want[0], atol=1e-5)  # float64 values, one sample
