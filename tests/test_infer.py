@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc as garbage
 import multiprocessing as mp
+import os
 import threading
 import time
 
@@ -149,10 +150,14 @@ def test_timeout_on_wait(inferencer):
 def test_worker_threads_are_set_and_checked(model):
     with pytest.raises(gc.GraphError, match="threads"):
         Inferencer(model, threads=0)
+    before = os.environ.get("OMP_WAIT_POLICY")
     with Inferencer(model, max_batch=4, threads=1) as served:
         x = torch.randn(3, 1, 8, 8)
         assert torch.allclose(served(x), expected(model, x), atol=1e-5)
-        assert served.stats()["threads"] == 1
+        stats = served.stats()
+        assert stats["threads"] == 1
+        assert stats["openmp_wait_policy"] == (before or "PASSIVE")  # no spinning next to the clients
+    assert os.environ.get("OMP_WAIT_POLICY") == before  # set for the worker's start only
 
 
 def test_numpy_arrays_and_lists_are_accepted_like_tensors(model, inferencer):
