@@ -1,6 +1,7 @@
 // The NetCanvas canvas: a Vue Flow graph editor that only shows the graph and sends edits;
 // Python owns the document, validation and shapes.
 import FlowCanvas from "./FlowCanvas.vue";
+import { relaxPageStyles } from "./pageStyles.js";
 
 // The stylesheet lies beside this module; load it once, wherever NiceGUI serves the folder.
 if (!document.querySelector("link[data-netcanvas-flow]")) {
@@ -10,6 +11,8 @@ if (!document.querySelector("link[data-netcanvas-flow]")) {
   link.dataset.netcanvasFlow = "";
   document.head.appendChild(link);
 }
+// Before any canvas is drawn: the flags that these rules leave on elements stay for good.
+relaxPageStyles();
 
 export { FlowCanvas };
 export default FlowCanvas;
