@@ -157,6 +157,8 @@ def test_context_menu_groups_a_node_and_double_click_opens_it(screen):
     screen.wait_for(lambda: "subgraph:block_1" in node(screen, "block_1").text)
     # The dialog fades out over the canvas: double-clicking before it is gone hits its backdrop.
     screen.wait_for(lambda: not screen.selenium.find_elements(By.CSS_SELECTOR, ".q-dialog__backdrop"))
+    # The group's last step: Python selects the new node on the canvas.
+    screen.wait_for(lambda: "selected" in node(screen, "block_1").get_attribute("class"))
     # A synthetic dblclick: Selenium's two real clicks re-render the node (selection) in between,
     # so the browser sometimes saw two single clicks on two elements (1 run in 4 failed that way).
     screen.selenium.execute_script(
