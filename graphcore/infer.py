@@ -441,7 +441,8 @@ class _Worker:
         count, shapes, dtypes."""
         if not isinstance(args, tuple) or len(args) != len(self.inputs):
             names = ", ".join(n for n, _, _ in self.inputs)
-            return f"the model takes {len(self.inputs)} input(s) ({names}), got {len(args)}"
+            got = len(args) if isinstance(args, tuple) else type(args).__name__
+            return f"the model takes {len(self.inputs)} input(s) ({names}), got {got}"
         for arg, (name, shape, dtype) in zip(args, self.inputs):
             if not isinstance(arg, np.ndarray):
                 return f"input {name!r}: expected a tensor, got {type(arg).__name__}"
