@@ -3,6 +3,8 @@ sampling and serving on the GPU. Skipped, with the reason, on a machine without 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -44,7 +46,7 @@ def test_lenet_trains_with_bf16_autocast_and_channels_last(tmp_path):
 
 def test_fp16_uses_the_grad_scaler_and_resumes(tmp_path):
     config = TrainConfig(epochs=2, lr=1e-2, batch_size=32, device="cuda", amp="fp16")
-    stop = __import__("threading").Event()
+    stop = threading.Event()
     trainer = Trainer(tiny_classifier(), config, out=tmp_path / "run", stop_event=stop,
                       on_step=lambda t: stop.set() if t.step == 5 else None)
     result = trainer.fit()
