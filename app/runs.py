@@ -47,7 +47,32 @@ def run_name(graph_name: str) -> str:
     return f"{identifier(graph_name, 'graph')}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-class TrainPanel:
+class JobPanel:
+    """What the Train and Sample panels share: one background job at a time, its Start/Stop
+    buttons and the timer that polls its events. Subclasses make ``start_button``,
+    ``stop_button`` and ``status`` and define ``_poll``."""
+
+    job: Job | None
+    start_button: ui.button
+    stop_button: ui.button
+    status: ui.label
+    timer: ui.timer
+
+    def _begin(self, job: Job, status: str) -> None:
+        self.job = job
+        self.status.text = status
+        self.start_button.set_enabled(False)
+        self.stop_button.set_enabled(True)
+        self.timer.activate()
+
+    def _end_if_finished(self) -> None:
+        if self.job is not None and self.job.finished:
+            self.timer.deactivate()
+            self.start_button.set_enabled(True)
+            self.stop_button.set_enabled(False)
+
+
+class TrainPanel(JobPanel):
     """Settings, Start/Stop, a live loss/accuracy chart, progress with ETA, log, finished runs."""
 
     def __init__(self, editor: Editor) -> None:
@@ -143,12 +168,8 @@ class TrainPanel:
         self.log.clear()
         self.progress.value = 0
         self.log.push(f"starting {config.task} on {config.dataset}, {config.epochs} epoch(s) -> {out}")
-        self.job = start_training(doc.model_copy(deep=True), config, out=out)
+        self._begin(start_training(doc.model_copy(deep=True), config, out=out), "Starting (a fresh Python process)…")
         self.started_at = time.monotonic()
-        self.status.text = "Starting (a fresh Python process)…"
-        self.start_button.set_enabled(False)
-        self.stop_button.set_enabled(True)
-        self.timer.activate()
 
     def stop(self) -> None:
         if self.job is not None and self.job.running:
@@ -162,10 +183,7 @@ class TrainPanel:
         new = self.job.poll()
         for event in new:
             self._event(event)
-        if self.job.finished:
-            self.timer.deactivate()
-            self.start_button.set_enabled(True)
-            self.stop_button.set_enabled(False)
+        self._end_if_finished()
         if new:
             self.chart.update()
 
@@ -220,7 +238,7 @@ class TrainPanel:
         self.editor.sample_panel.add_run(entry)
 
 
-class SamplePanel:
+class SamplePanel(JobPanel):
     """Diffusion sampling from a finished run: sampler, steps, count, seed, a live grid, interpolation."""
 
     def __init__(self, editor: Editor) -> None:
@@ -269,13 +287,9 @@ class SamplePanel:
             ui.notify("Choose a finished diffusion run folder first", type="warning")
             return
         out = Path(tempfile.mkdtemp(prefix="netcanvas-samples-"))
-        self.job = start_sampling(self.run_dir.value, out, sampler=self.sampler.value,
-                                  steps=int(self.steps.value or 50), n=int(self.count.value or 16),
-                                  seed=int(self.seed.value or 0))
-        self.status.text = "Starting…"
-        self.start_button.set_enabled(False)
-        self.stop_button.set_enabled(True)
-        self.timer.activate()
+        job = start_sampling(self.run_dir.value, out, sampler=self.sampler.value, steps=int(self.steps.value or 50),
+                             n=int(self.count.value or 16), seed=int(self.seed.value or 0))
+        self._begin(job, "Starting…")
 
     def stop(self) -> None:
         if self.job is not None and self.job.running:
@@ -294,10 +308,7 @@ class SamplePanel:
                 self.status.text = event.get("message") or "done"
             elif kind == "error":
                 self.status.text = f"Failed: {event.get('message')}"
-        if self.job.finished:
-            self.timer.deactivate()
-            self.start_button.set_enabled(True)
-            self.stop_button.set_enabled(False)
+        self._end_if_finished()
 
     async def interpolate(self) -> None:
         if not self.run_dir.value:

@@ -329,19 +329,17 @@ class EditSession:
         return bool(self.redo_stack)
 
     def undo(self) -> Delta:
-        if not self.undo_stack:
-            return Delta()
-        step = self.undo_stack.pop()
-        inverse, delta = self._run(_inverse_ops(step))
-        self.redo_stack.append(inverse)
-        return delta
+        return self._replay(self.undo_stack, self.redo_stack)
 
     def redo(self) -> Delta:
-        if not self.redo_stack:
+        return self._replay(self.redo_stack, self.undo_stack)
+
+    def _replay(self, source: list[list[Op]], target: list[list[Op]]) -> Delta:
+        """Undo the last step of ``source``; the step that undoes that goes onto ``target``."""
+        if not source:
             return Delta()
-        step = self.redo_stack.pop()
-        inverse, delta = self._run(_inverse_ops(step))
-        self.undo_stack.append(inverse)
+        inverse, delta = self._run(_inverse_ops(source.pop()))
+        target.append(inverse)
         return delta
 
     # ----------------------------------------------------------------- ids and places
