@@ -1,4 +1,5 @@
-"""The canvas element: the Vue Flow graph view, built from ``static/`` into ``static/bundle``.
+"""The canvas element: the Vue Flow graph view, built from the repository's ``static/`` into ``app/static/bundle``
+(package data, so an installed wheel serves it; ``make bundle`` rebuilds it).
 
 Python state goes down as the ``graph`` prop (a whole document, on load) and as deltas
 (``apply``); what the user does comes up as ``edit`` events (``{"op": ..., ...}``) and
@@ -13,10 +14,10 @@ from typing import Any
 from nicegui.element import Element
 from nicegui.events import GenericEventArguments
 
-from graphcore.edits import Delta
+from graphcore.editing.session import Delta
 
 
-class Canvas(Element, component="../static/canvas.js", esm={"netcanvas-flow": "../static/bundle"}):
+class Canvas(Element, component="static/canvas.js", esm={"netcanvas-flow": "static/bundle"}):
     """A graph canvas; ``on_edit(dict)`` gets each edit the user makes, ``on_select(list)`` the selection."""
 
     def __init__(self, view: dict, *, on_edit: Callable[[dict], Any], on_select: Callable[[list[str]], Any]) -> None:

@@ -21,10 +21,10 @@ import blocks
 import graphcore as gc
 from app.canvas import Canvas
 from app.inspector import Inspector
-from graphcore.diagnostics import GraphError
-from graphcore.document import GraphDoc, dumps, loads
-from graphcore.edits import Delta, EditError, EditSession
-from graphcore.summary import human
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.document import GraphDoc, dumps, loads
+from graphcore.core.summary import human
+from graphcore.editing.session import Delta, EditError, EditSession
 
 AUTOSAVE_KEY = "netcanvas.doc"
 EDITORS: weakref.WeakValueDictionary[str, Editor] = weakref.WeakValueDictionary()
@@ -467,7 +467,7 @@ class Editor:
 
     def refresh_python(self) -> None:
         try:
-            from graphcore.codegen import to_python
+            from graphcore.interchange.codegen import to_python
             self.python_code.content = to_python(self.session.doc)
         except ImportError:
             self.python_code.content = "# code generation is not available in this build"
@@ -517,7 +517,7 @@ class Editor:
     # ----------------------------------------------------------------- export
     def export_python(self) -> None:
         try:
-            from graphcore.codegen import to_python
+            from graphcore.interchange.codegen import to_python
             source = to_python(self.session.doc)
         except GraphError as exc:
             ui.notify(f"Cannot export: {len(exc.diagnostics)} problem(s); see Problems", type="negative")
@@ -527,7 +527,7 @@ class Editor:
         ui.notify("Python exported")
 
     async def export_onnx(self) -> None:
-        from graphcore.onnx_export import export_onnx
+        from graphcore.interchange.onnx_export import export_onnx
         doc = self.session.doc.model_copy(deep=True)
         model, weights_note = _with_weights(doc, self.weights)
         with ui.dialog() as dialog, ui.card().classes("w-[560px]") as card:
@@ -562,7 +562,7 @@ def _transient_dialog() -> ui.dialog:
 
 def _import_onnx(data: bytes, name: str) -> tuple[GraphDoc, dict]:
     """``gc.from_onnx`` on uploaded bytes (it reads a file: write them to a temporary one)."""
-    from graphcore.onnx_import import from_onnx
+    from graphcore.interchange.onnx_import import from_onnx
 
     folder = Path(tempfile.mkdtemp(prefix="netcanvas-onnx-"))
     path = folder / Path(name).name

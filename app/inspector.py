@@ -8,8 +8,8 @@ from typing import Any
 from nicegui import ui
 
 from app import forms
-from graphcore.edits import Delta, EditError, EditSession
-from graphcore.subgraphs import PREFIX
+from graphcore.core.subgraphs import PREFIX
+from graphcore.editing.session import Delta, EditError, EditSession
 
 
 class Inspector:

@@ -27,8 +27,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from app import pages
-from graphcore.diagnostics import GraphError
-from graphcore.gallery import open_graph
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.gallery import open_graph
 
 COOKIE = "netcanvas_token"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -105,6 +105,11 @@ def register(settings: Settings) -> None:
     if settings.token:
         app.add_middleware(TokenGate, token=settings.token)
     pages.register(settings.graph)
+
+
+def start(**options: object) -> None:
+    """What ``netcanvas`` calls (the ``netcanvas.editor`` entry point): serve the editor with these settings."""
+    run(Settings(**options))  # type: ignore[arg-type]
 
 
 def run(settings: Settings) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from nicegui import app, ui
 
 from app.editor import AUTOSAVE_KEY, Editor
-from graphcore.diagnostics import GraphError
-from graphcore.document import loads
-from graphcore.gallery import open_graph
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.document import loads
+from graphcore.core.gallery import open_graph
 
 
 def register(graph: str) -> None:

@@ -1,4 +1,4 @@
-"""Training and sampling panels (bottom drawer): background jobs from ``graphcore.jobs``.
+"""Training and sampling panels (bottom drawer): background jobs from ``graphcore.runtime.jobs``.
 
 A job runs in its own process and streams events; a UI timer polls them (never blocking),
 so the page stays responsive and every tab has its own jobs.
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from nicegui import events, run, ui
 
-from graphcore.diagnostics import GraphError
-from graphcore.jobs import Job, start_sampling, start_training
-from graphcore.names import identifier
-from graphcore.train import TASKS, TrainConfig, guess_task
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.names import identifier
+from graphcore.runtime.config import TASKS, TrainConfig, guess_task
+from graphcore.runtime.jobs import Job, start_sampling, start_training
 
 if TYPE_CHECKING:
     from app.editor import Editor
@@ -336,8 +336,9 @@ class SamplePanel(JobPanel):
 
 def _interpolation_frames(run_dir: str, seed: int, steps: int, frames: int = 8) -> list[str]:
     """DDIM samples along the path between two seeds' noises, one PNG data URL a frame (in a thread)."""
-    from graphcore import diffusion
-    from graphcore.train import GraphIO, load_run
+    from graphcore.runtime import diffusion
+    from graphcore.runtime.config import GraphIO
+    from graphcore.runtime.train import load_run
 
     model, config = load_run(run_dir)
     if config.task != "diffusion":

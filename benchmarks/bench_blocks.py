@@ -6,7 +6,7 @@
    shapes, build every module with its default initialisation, generate the fx code) against
    constructing the hand-written equivalent below, in interleaved runs. Goal: ratio <= 1.2x.
    Done for resnet50, and for vit_b16 when its template exists.
-2. ``graphcore.analysis.Analysis(doc)`` (validate + infer shapes) for resnet152. Goal: < 10 ms.
+2. ``graphcore.core.analysis.Analysis(doc)`` (validate + infer shapes) for resnet152. Goal: < 10 ms.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import graphcore as gc
-from graphcore.analysis import Analysis
+from graphcore.core.analysis import Analysis
 
 
 # --------------------------------------------------------------------------- hand-written ResNet-50

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_editor import residual_chain  # noqa: E402
 
-from graphcore.document import save  # noqa: E402
+from graphcore.core.document import save  # noqa: E402
 
 CANVAS = "getElement(document.querySelector('.nc-canvas'))"  # NiceGUI's handle on the canvas component
 WAIT_NODES = """

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 import graphcore as gc
-from graphcore.analysis import Analysis
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.synthetic import residual_tower
+from graphcore.core.analysis import Analysis
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.synthetic import residual_tower
 
 
 def median_ms(fn, repeat: int) -> float:

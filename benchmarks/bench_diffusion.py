@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 
 import graphcore as gc
-from graphcore import diffusion
-from graphcore.data import load_dataset
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.train import TrainConfig, Trainer, load_run
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.runtime import diffusion
+from graphcore.runtime.config import TrainConfig
+from graphcore.runtime.data import load_dataset
+from graphcore.runtime.train import Trainer, load_run
 
 
 def judge_graph() -> GraphDoc:

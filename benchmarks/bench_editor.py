@@ -14,9 +14,9 @@ import json
 import statistics
 import time
 
-from graphcore.analysis import Analysis
-from graphcore.document import GraphDoc
-from graphcore.edits import EditSession
+from graphcore.core.analysis import Analysis
+from graphcore.core.document import GraphDoc
+from graphcore.editing.session import EditSession
 
 
 def residual_chain(n_nodes: int, channels: int = 16, size: int = 32) -> GraphDoc:

@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import graphcore as gc  # noqa: E402
-from graphcore.analysis import Analysis  # noqa: E402
-from graphcore.inputs import input_specs, random_inputs  # noqa: E402
+from graphcore.core.analysis import Analysis  # noqa: E402
+from graphcore.core.inputs import input_specs, random_inputs  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:

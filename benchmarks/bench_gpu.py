@@ -33,7 +33,9 @@ from bench_core import HandResNet18  # noqa: E402
 from bench_train import bench_infer  # noqa: E402
 
 import graphcore as gc  # noqa: E402
-from graphcore.train import TrainConfig, Trainer, amp_dtype, lr_factor  # noqa: E402
+from graphcore.runtime.config import TrainConfig  # noqa: E402
+from graphcore.runtime.devices import amp_dtype  # noqa: E402
+from graphcore.runtime.train import Trainer, lr_factor  # noqa: E402
 
 BATCH, CLASSES = 256, 1000
 CONFIG = TrainConfig(task="classify", batch_size=BATCH, lr=1e-3, val_fraction=0.05, device="cuda")
@@ -54,7 +56,7 @@ def resnet18_32() -> gc.GraphDoc:
 def random_images(folder: Path, steps: int) -> Path:
     """An .npz of random 32x32 images and labels whose training split is ``steps`` full batches."""
     n = BATCH * steps
-    while n - math.ceil(n * CONFIG.val_fraction) < BATCH * steps:  # the split's rule (graphcore.data)
+    while n - math.ceil(n * CONFIG.val_fraction) < BATCH * steps:  # the split's rule (graphcore.runtime.data)
         n += 1
     rng = np.random.default_rng(0)
     path = folder / "random32.npz"

@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 
 import graphcore as gc
-from graphcore import diffusion
-from graphcore.data import load_dataset
-from graphcore.infer import Inferencer
-from graphcore.train import TrainConfig, Trainer, lr_factor
+from graphcore.runtime import diffusion
+from graphcore.runtime.config import TrainConfig
+from graphcore.runtime.data import load_dataset
+from graphcore.runtime.serving import Inferencer
+from graphcore.runtime.train import Trainer, lr_factor
 
 LENET = TrainConfig(task="classify", epochs=20, batch_size=32, lr=1e-2)
 

@@ -8,16 +8,16 @@
     print(gc.summary(doc))
 """
 
-from graphcore.analysis import Analysis
-from graphcore.codegen import to_python
-from graphcore.compiler import GraphModel, compile
-from graphcore.diagnostics import Diagnostic, GraphError
-from graphcore.document import Edge, GraphDoc, Node, load, loads, save
-from graphcore.gallery import open_graph, template, templates
-from graphcore.onnx_export import ExportResult, export_onnx
-from graphcore.onnx_import import from_onnx
-from graphcore.subgraphs import group, ungroup
-from graphcore.summary import Summary, SummaryRow, summary
+from graphcore.core.analysis import Analysis
+from graphcore.core.compiler import GraphModel, compile
+from graphcore.core.diagnostics import Diagnostic, GraphError
+from graphcore.core.document import Edge, GraphDoc, Node, load, loads, save
+from graphcore.core.gallery import open_graph, template, templates
+from graphcore.core.summary import Summary, SummaryRow, summary
+from graphcore.editing.grouping import group, ungroup
+from graphcore.interchange.codegen import to_python
+from graphcore.interchange.onnx_export import ExportResult, export_onnx
+from graphcore.interchange.onnx_import import from_onnx
 
 
 def validate(doc: GraphDoc) -> list[Diagnostic]:

@@ -1,4 +1,4 @@
-// Builds src/ into bundle/index.js: one ES module (plus the elkjs chunk, loaded on first
+// Builds src/ into ../app/static/bundle/index.js: one ES module (plus the elkjs chunk, loaded on first
 // auto-layout) with vue left external, so that the canvas shares NiceGUI's own Vue.
 import { defineConfig } from "vite";
 import vue from "@vitejs/plugin-vue";
@@ -7,7 +7,7 @@ export default defineConfig({
   plugins: [vue()],
   define: { "process.env.NODE_ENV": JSON.stringify("production") },
   build: {
-    outDir: "bundle",
+    outDir: "../app/static/bundle",
     emptyOutDir: true,
     minify: true,
     lib: { entry: "src/index.js", formats: ["es"], fileName: () => "index.js", cssFileName: "style" },

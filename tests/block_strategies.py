@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic.fields import FieldInfo
 
 from blocks import BlockSpec, Example, Params, Port, Shape
-from graphcore.document import Edge, GraphDoc, Node
+from graphcore.core.document import Edge, GraphDoc, Node
 
 
 def _bounds(metadata) -> tuple[float | None, float | None]:

@@ -9,7 +9,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from app.main import COOKIE, Settings, TokenGate, check_settings, is_loopback
-from graphcore.diagnostics import GraphError
+from graphcore.core.diagnostics import GraphError
 
 
 def gated() -> httpx.AsyncClient:

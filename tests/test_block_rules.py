@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import blocks
-from graphcore.analysis import Analysis
+from graphcore.core.analysis import Analysis
 
 ALL = blocks.all_specs()
 BUILT = [s for s in ALL if s.build is not None]

@@ -1,4 +1,4 @@
-"""The concise builder (``import graphcore.build as m``): the seed's examples build, validate and run."""
+"""The concise builder (``import graphcore.interchange.build as m``): the seed's examples build, validate and run."""
 
 from math import prod
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import graphcore as gc
-import graphcore.build as m
+import graphcore.interchange.build as m
 
 
 class FullyConnected(m.Model):

@@ -16,10 +16,10 @@ from block_strategies import example_params, single_block_doc
 
 import blocks
 import graphcore as gc
-from graphcore.analysis import Analysis
-from graphcore.codegen import literal
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.inputs import input_specs, random_inputs
+from graphcore.core.analysis import Analysis
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.inputs import input_specs, random_inputs
+from graphcore.interchange.codegen import literal
 
 QUICK_TEMPLATES = {"lenet5"}
 SLOW = pytest.mark.slow
@@ -165,7 +165,7 @@ def test_hostile_names_labels_and_notes_never_become_code(tmp_path, text):
     source = gc.to_python(graph(text))
     # the hostile graph compiles to exactly the same program as a plain one: user text added no code
     assert code_shape(source) == code_shape(gc.to_python(graph("plain")))
-    # outside the class name (an identifier made by graphcore.names), user text is in comments only
+    # outside the class name (an identifier made by graphcore.core.names), user text is in comments only
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if "PWNED" in token.string and token.type != tokenize.COMMENT:
             assert token.type == tokenize.NAME and token.string.isidentifier() and token.line.startswith(

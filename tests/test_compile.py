@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import graphcore as gc
-from graphcore.document import Edge, GraphDoc, Node
+from graphcore.core.document import Edge, GraphDoc, Node
 
 
 class HandLeNet(nn.Module):

@@ -9,8 +9,8 @@ from PIL import Image
 from train_graphs import tiny_autoencoder, tiny_classifier
 
 import graphcore as gc
-from graphcore.data import load_dataset
-from graphcore.train import check_task
+from graphcore.runtime.config import check_task
+from graphcore.runtime.data import load_dataset
 
 
 def test_digits_fill_the_lenet_input_with_a_fixed_split():

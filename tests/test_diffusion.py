@@ -13,9 +13,10 @@ from PIL import Image
 from train_graphs import one_thread, tiny_denoiser  # noqa: F401
 
 import graphcore as gc
-from graphcore import diffusion
-from graphcore.diffusion import Schedule, sample, sample_long_video, slerp
-from graphcore.train import TrainConfig, Trainer
+from graphcore.runtime import diffusion
+from graphcore.runtime.config import TrainConfig
+from graphcore.runtime.diffusion import Schedule, sample, sample_long_video, slerp
+from graphcore.runtime.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,7 +135,7 @@ def test_train_then_sample_a_digits_run(tmp_path):
     assert result.status == "finished" and lines[-1]["loss"] < 1.0  # predicting zeros scores 1.0
     state = torch.load(run / "last.pt", weights_only=True)
     assert "ema" in state and state["ema"].keys() == state["model"].keys()
-    from graphcore.sample import sample_run
+    from graphcore.runtime.sample import sample_run
     out = sample_run(run, tmp_path / "samples", n=6, steps=10, seed=0)
     samples = np.load(tmp_path / "samples" / "samples.npy")
     assert samples.shape == (6, 1, 8, 8) and samples.dtype == np.float32

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import graphcore as gc
-from graphcore import document
+from graphcore.core import document
 
 
 def test_round_trip_load_save_load_is_identical(tmp_path):
@@ -82,7 +82,7 @@ def test_newer_version_is_refused_with_advice():
 
 def test_truncated_json_names_line_and_column(tmp_path):
     path = tmp_path / "broken.json"
-    path.write_text(gc.document.dumps(gc.template("lenet5"))[:200])
+    path.write_text(document.dumps(gc.template("lenet5"))[:200])
     with pytest.raises(gc.GraphError) as info:
         gc.load(path)
     message = str(info.value)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 import graphcore as gc
-from graphcore.analysis import Analysis
-from graphcore.document import GraphDoc
-from graphcore.edits import COLUMN_WIDTH, ROW_HEIGHT, EditError, EditSession, edge_key, wrapped_columns
+from graphcore.core.analysis import Analysis
+from graphcore.core.document import GraphDoc
+from graphcore.editing.session import COLUMN_WIDTH, ROW_HEIGHT, EditError, EditSession, edge_key, wrapped_columns
 
 
 @pytest.fixture

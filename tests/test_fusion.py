@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 import graphcore as gc
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.synthetic import residual_tower
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.synthetic import residual_tower
 
 
 def trained_stats(model: nn.Module, shape: tuple) -> nn.Module:

@@ -11,9 +11,11 @@ import torch
 from train_graphs import tiny_classifier, tiny_denoiser
 
 import graphcore as gc
-from graphcore import diffusion
-from graphcore.infer import Inferencer
-from graphcore.train import TrainConfig, Trainer, pick_device
+from graphcore.runtime import diffusion
+from graphcore.runtime.config import TrainConfig
+from graphcore.runtime.devices import pick_device
+from graphcore.runtime.serving import Inferencer
+from graphcore.runtime.train import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 
@@ -62,7 +64,7 @@ def test_diffusion_trains_and_samples_on_the_gpu(tmp_path):
     result = Trainer(tiny_denoiser(), TrainConfig(task="diffusion", epochs=2, batch_size=64, device="cuda"),
                      out=run).fit()
     assert result.status == "finished"
-    from graphcore.sample import sample_run
+    from graphcore.runtime.sample import sample_run
     first = sample_run(run, tmp_path / "a", n=8, steps=10, seed=3, device="cuda").samples
     again = sample_run(run, tmp_path / "b", n=8, steps=10, seed=3, device="cuda").samples
     assert first.shape == (8, 1, 8, 8) and np.allclose(first, again, atol=1e-3)  # seeded

@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphcore.analysis import Analysis
-from graphcore.synthetic import residual_tower
+from graphcore.core.analysis import Analysis
+from graphcore.core.synthetic import residual_tower
 
 
 def same_as_fresh(analysis: Analysis) -> None:

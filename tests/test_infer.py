@@ -14,7 +14,7 @@ import torch
 from train_graphs import tiny_classifier, tiny_denoiser
 
 import graphcore as gc
-from graphcore.infer import InferenceError, Inferencer, InferencerClosed
+from graphcore.runtime.serving import InferenceError, Inferencer, InferencerClosed
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from train_graphs import tiny_classifier, tiny_denoiser
 
-from graphcore.jobs import start_sampling, start_training
-from graphcore.train import TrainConfig
+from graphcore.runtime.config import TrainConfig
+from graphcore.runtime.jobs import start_sampling, start_training
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -16,9 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import blocks
 import graphcore as gc
-from graphcore import onnx_export
-from graphcore.analysis import Analysis
-from graphcore.inputs import input_specs, random_inputs
+from graphcore.core.analysis import Analysis
+from graphcore.core.inputs import input_specs, random_inputs
+from graphcore.interchange import onnx_export
 
 SLOW = pytest.mark.slow
 QUICK_TEMPLATES = {"lenet5"}

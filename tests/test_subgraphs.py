@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import graphcore as gc
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.synthetic import residual_tower
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.synthetic import residual_tower
 
 BLOCK0 = ["b0_conv1", "b0_bn1", "b0_act1", "b0_conv2", "b0_bn2", "b0_add", "b0_act2"]
 

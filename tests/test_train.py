@@ -14,7 +14,8 @@ import torch
 from train_graphs import one_thread, tiny_autoencoder, tiny_classifier, tiny_denoiser  # noqa: F401
 
 import graphcore as gc
-from graphcore.train import TrainConfig, Trainer, guess_task, lr_factor
+from graphcore.runtime.config import TrainConfig, guess_task
+from graphcore.runtime.train import Trainer, lr_factor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,7 +36,7 @@ def test_lenet_learns_digits_and_writes_a_run_folder(tmp_path):
     assert lines[-1]["loss"] < lines[1]["loss"]
     # best.pt loads into a freshly compiled graph and gives the logged accuracy on the val split
     model = gc.compile(gc.load(run / "graph.json")).init(run / "best.pt").eval()
-    from graphcore.data import load_dataset
+    from graphcore.runtime.data import load_dataset
     x, y = load_dataset("digits", (1, 28, 28)).split("val")
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
@@ -133,7 +134,8 @@ def test_sigterm_saves_before_stopping(tmp_path):
         "import os, signal, sys\n"
         "sys.path.insert(0, 'tests')\n"
         "from train_graphs import tiny_classifier\n"
-        "from graphcore.train import Trainer, TrainConfig\n"
+        "from graphcore.runtime.config import TrainConfig\n"
+        "from graphcore.runtime.train import Trainer\n"
         "hook = lambda t: os.kill(os.getpid(), signal.SIGTERM) if t.step == 5 else None\n"
         f"r = Trainer(tiny_classifier(), TrainConfig(epochs=5), out={str(tmp_path / 'run')!r}, on_step=hook).fit()\n"
         "print(r.status, r.step)\n"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import graphcore as gc
-from graphcore.analysis import Analysis
 from graphcore.cli import main
-from graphcore.document import Edge, GraphDoc, Node
+from graphcore.core.analysis import Analysis
+from graphcore.core.document import Edge, GraphDoc, Node
 
 
 def chain(*nodes: tuple, edges=None) -> GraphDoc:

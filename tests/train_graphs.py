@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graphcore.document import Edge, GraphDoc, Node
+from graphcore.core.document import Edge, GraphDoc, Node
 
 
 def _doc(name: str, nodes: list[tuple], edges: list[tuple]) -> GraphDoc:

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from graphcore.diagnostics import GraphError, one_line
-from graphcore.document import GraphDoc, dumps, loads
-from graphcore.train import TrainConfig
+from graphcore.core.diagnostics import GraphError, one_line
+from graphcore.core.document import GraphDoc, dumps, loads
+from graphcore.runtime.config import TrainConfig
 
 TERMINAL = ("done", "error")
 
@@ -154,7 +154,7 @@ def _job_main(kind: str, *args: Any) -> None:
 
 
 def _train_job(doc_json: str, config: dict, out: str | None, resume: str | None, emit, stop) -> None:
-    from graphcore.train import Trainer
+    from graphcore.runtime.train import Trainer
 
     if resume:
         trainer = Trainer.resume(resume, epochs=config.get("epochs"), minutes=config.get("minutes"),
@@ -167,8 +167,8 @@ def _train_job(doc_json: str, config: dict, out: str | None, resume: str | None,
 def _sample_job(run_dir: str, out: str, options: dict, emit, stop) -> None:
     import torch
 
-    from graphcore import diffusion
-    from graphcore.sample import sample_run
+    from graphcore.runtime import diffusion
+    from graphcore.runtime.sample import sample_run
 
     every = max(1, options.pop("preview_every"))
     started = time.monotonic()

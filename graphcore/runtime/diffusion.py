@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from graphcore.diagnostics import GraphError
+from graphcore.core.diagnostics import GraphError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]

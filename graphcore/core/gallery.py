@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 from blocks import nearest
-from graphcore.diagnostics import GraphError
-from graphcore.document import GraphDoc, load
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.document import GraphDoc, load
 
-TEMPLATE_DIR = Path(__file__).parent / "templates"
+TEMPLATE_DIR = Path(__file__).parent.parent / "templates"
 
 
 def templates() -> list[str]:

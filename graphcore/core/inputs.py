@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from graphcore.analysis import Analysis
+from graphcore.core.analysis import Analysis
 
 DEFAULT_ID_RANGE = 10
 """Integer inputs (class ids, timesteps) are drawn from ``[0, DEFAULT_ID_RANGE)`` unless an

@@ -6,7 +6,7 @@ the network class named after the graph, ``build_model()`` and a ``__main__`` th
 forward pass. Submodules are named after node ids, as in the compiled model, so a state_dict
 saved in NetCanvas loads into the generated code with ``strict=True``.
 
-Safety: every identifier comes through ``graphcore.names``; user text (graph name, labels,
+Safety: every identifier comes through ``graphcore.core.names``; user text (graph name, labels,
 input names) only enters as a ``repr()`` literal or inside a comment, escaped onto one line.
 """
 
@@ -29,12 +29,12 @@ import torch
 from torch import nn
 
 from blocks.base import Block
-from graphcore.analysis import Analysis
-from graphcore.compiler import GraphModel, compile
-from graphcore.diagnostics import GraphError
-from graphcore.document import GraphDoc
-from graphcore.inputs import input_specs
-from graphcore.names import Namespace, class_name
+from graphcore.core.analysis import Analysis
+from graphcore.core.compiler import GraphModel, compile
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.document import GraphDoc
+from graphcore.core.inputs import input_specs
+from graphcore.core.names import Namespace, class_name
 
 INDENT = "    "
 EXAMPLE_BATCH = 2

@@ -38,9 +38,9 @@ from multiprocessing.connection import Client, Connection, Listener
 import numpy as np
 import torch
 
-from graphcore.compiler import GraphModel
-from graphcore.diagnostics import GraphError, one_line
-from graphcore.document import GraphDoc, dumps, loads
+from graphcore.core.compiler import GraphModel
+from graphcore.core.diagnostics import GraphError, one_line
+from graphcore.core.document import GraphDoc, dumps, loads
 
 RequestId = str
 
@@ -298,8 +298,9 @@ def _shutdown(process, address: str, authkey: bytes, folder: str) -> None:
 def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threads: int, address: str,
            authkey: bytes, ready: Connection) -> None:
     try:
-        from graphcore.compiler import compile
-        from graphcore.train import GraphIO, pick_device
+        from graphcore.core.compiler import compile
+        from graphcore.runtime.config import GraphIO
+        from graphcore.runtime.devices import pick_device
 
         doc = loads(doc_json)
         model = compile(doc)

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import blocks
-from graphcore import subgraphs
-from graphcore.analysis import Analysis, check_id
-from graphcore.diagnostics import GraphError
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.names import identifier
+from graphcore.core import subgraphs
+from graphcore.core.analysis import Analysis, check_id
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.names import identifier
+from graphcore.editing import grouping
 
 Position = tuple[float, float]
 HISTORY_LIMIT = 200
@@ -288,7 +289,7 @@ class EditSession:
             self._node(node_id)
         name = name or self.fresh_subgraph_name()
         try:
-            grouped = subgraphs.group(self.doc, node_ids, name)
+            grouped = grouping.group(self.doc, node_ids, name)
         except GraphError as exc:
             raise EditError("; ".join(getattr(d, "message", str(d)) for d in exc.diagnostics)) from None
         _place_boundary(grouped.subgraphs[name])
@@ -302,7 +303,7 @@ class EditSession:
         if self.parent is not None:
             raise EditError("close the subgraph first: ungroup at the top level of the file")
         try:
-            ungrouped = subgraphs.ungroup(self.doc, node_id)
+            ungrouped = grouping.ungroup(self.doc, node_id)
         except GraphError as exc:
             raise EditError("; ".join(getattr(d, "message", str(d)) for d in exc.diagnostics)) from None
         positions = ungrouped.ui.setdefault("positions", {})

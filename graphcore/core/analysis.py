@@ -26,9 +26,9 @@ from torch import fx, nn
 
 import blocks
 from blocks import BlockSpec, Params, Port, Shape, ShapeError
-from graphcore.diagnostics import Diagnostic, error, warning
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.subgraphs import Library
+from graphcore.core.diagnostics import Diagnostic, error, warning
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.subgraphs import Library
 
 # Ids become attribute names on the compiled model, so they must not shadow its own
 # (methods, and instance attributes such as ``training`` or ``_modules``).

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from graphcore.analysis import Analysis
-from graphcore.diagnostics import GraphError, errors
-from graphcore.document import GraphDoc
+from graphcore.core.analysis import Analysis
+from graphcore.core.diagnostics import GraphError, errors
+from graphcore.core.document import GraphDoc
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Sampling from a trained diffusion run: ``netcanvas sample RUN_DIR --sampler ddim --steps 50``.
+"""Sampling from a trained diffusion run (``netcanvas sample RUN_DIR`` on the command line).
 
 Writes ``OUT/grid.png`` and ``OUT/samples.npy`` (float32 (N, C, H, W) in [0, 1]); for a video
 graph ``samples.npy`` holds clips (N, C, T, H, W) and ``clip.gif`` shows them playing.
@@ -6,7 +6,6 @@ graph ``samples.npy`` holds clips (N, C, T, H, W) and ``clip.gif`` shows them pl
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphcore import diffusion
-from graphcore.diagnostics import GraphError
-from graphcore.train import GraphIO, load_run, pick_device
+from graphcore.core.diagnostics import GraphError
+from graphcore.runtime import diffusion
+from graphcore.runtime.config import GraphIO
+from graphcore.runtime.devices import pick_device
+from graphcore.runtime.train import load_run
 
 
 @dataclass
@@ -61,24 +62,3 @@ def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, sampler: s
     else:
         diffusion.save_grid(samples, files[1], scale=2)
     return SampleResult(samples, files)
-
-
-def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN_DIR", help="a diffusion run folder (runs/NAME)")
-    parser.add_argument("--sampler", choices=sorted(diffusion.SAMPLERS), default="ddim")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps (at most the training timesteps)")
-    parser.add_argument("--n", type=int, default=64, help="number of samples")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples)")
-    parser.add_argument("--checkpoint", choices=["last", "best"], default="last")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--frames", type=int, default=None, help="video graphs: clip length, longer than the graph's")
-    parser.add_argument("--overlap", type=int, default=2, help="video graphs: frames shared between chunks")
-
-
-def sample_command(args: argparse.Namespace) -> int:
-    out = args.out or str(Path(args.run) / "samples")
-    result = sample_run(args.run, out, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
-                        checkpoint=args.checkpoint, device=args.device, frames=args.frames, overlap=args.overlap)
-    print(f"wrote {', '.join(str(f) for f in result.files)} ({result.samples.shape[0]} samples)")
-    return 0

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from graphcore.analysis import Analysis
-from graphcore.compiler import GraphModel, compile
-from graphcore.diagnostics import GraphError, one_line
-from graphcore.document import GraphDoc
-from graphcore.inputs import InputSpec, input_specs, random_inputs
+from graphcore.core.analysis import Analysis
+from graphcore.core.compiler import GraphModel, compile
+from graphcore.core.diagnostics import GraphError, one_line
+from graphcore.core.document import GraphDoc
+from graphcore.core.inputs import InputSpec, input_specs, random_inputs
 
 RTOL = 1e-4
 EXPORT_BATCH = 2

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphcore.analysis import RESERVED_IDS, Analysis, check_id
-from graphcore.compiler import compile
-from graphcore.diagnostics import GraphError, errors, one_line
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.names import Namespace, identifier
+from graphcore.core.analysis import RESERVED_IDS, Analysis, check_id
+from graphcore.core.compiler import compile
+from graphcore.core.diagnostics import GraphError, errors, one_line
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.names import Namespace, identifier
 
 BATCH = "N"  # the symbolic batch size inside folded shape values
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from graphcore.diagnostics import GraphError
+from graphcore.core.diagnostics import GraphError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from graphcore.diagnostics import GraphError, error
+from graphcore.core.diagnostics import GraphError, error
 
 FORMAT = "netcanvas.graph"
 VERSION = 1

@@ -9,9 +9,9 @@ import argparse
 import io
 from pathlib import Path
 
-from graphcore.diagnostics import GraphError
-from graphcore.document import write_atomic
-from graphcore.gallery import open_graph
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.document import write_atomic
+from graphcore.core.gallery import open_graph
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +30,14 @@ def export_command(args: argparse.Namespace) -> int:
         raise SystemExit(_usage_error("export: --int8, --weights, --opset and --no-fuse go with --onnx"))
     doc = open_graph(args.graph)
     if args.python:
-        from graphcore.codegen import to_python
+        from graphcore.interchange.codegen import to_python
 
         source = to_python(doc)
         write_atomic(Path(args.python), source.encode("utf-8"))
         print(f"{args.python}: Python for graph {doc.name!r} ({len(source.splitlines())} lines)")
         return 0
-    from graphcore.compiler import compile
-    from graphcore.onnx_export import export_onnx
+    from graphcore.core.compiler import compile
+    from graphcore.interchange.onnx_export import export_onnx
 
     model = compile(doc)
     if args.weights:
@@ -57,8 +57,8 @@ def add_import_arguments(parser: argparse.ArgumentParser) -> None:
 def import_command(args: argparse.Namespace) -> int:
     import torch
 
-    from graphcore.document import dumps
-    from graphcore.onnx_import import from_onnx
+    from graphcore.core.document import dumps
+    from graphcore.interchange.onnx_import import from_onnx
 
     doc, state = from_onnx(args.model)
     graph_path = Path(args.out)

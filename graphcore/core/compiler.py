@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
-from graphcore import fusion
-from graphcore.analysis import Analysis
-from graphcore.diagnostics import GraphError, errors
-from graphcore.document import GraphDoc, write_atomic
-from graphcore.names import class_name
+from graphcore.core import fusion
+from graphcore.core.analysis import Analysis
+from graphcore.core.diagnostics import GraphError, errors
+from graphcore.core.document import GraphDoc, write_atomic
+from graphcore.core.names import class_name
 
 
 class GraphModel(fx.GraphModule):

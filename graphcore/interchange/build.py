@@ -1,6 +1,6 @@
 """A concise way to write a graph in Python, in the spirit of ``ai.model`` (calvinpelletier/ai).
 
-    import graphcore.build as m
+    import graphcore.interchange.build as m
 
     model = m.Model(m.seq(
         m.flatten(),
@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphcore.analysis import RESERVED_IDS, Analysis
-from graphcore.compiler import GraphModel, compile
-from graphcore.diagnostics import GraphError, error, errors
-from graphcore.document import Edge, GraphDoc, Node
-from graphcore.names import Namespace, identifier
+from graphcore.core.analysis import RESERVED_IDS, Analysis
+from graphcore.core.compiler import GraphModel, compile
+from graphcore.core.diagnostics import GraphError, error, errors
+from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.names import Namespace, identifier
 
 ACTIVATIONS = {
     "relu": "relu", "gelu": "gelu", "silu": "silu", "swish": "silu", "mish": "mish", "tanh": "tanh",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphcore.document import Edge, GraphDoc, Node
+from graphcore.core.document import Edge, GraphDoc, Node
 
 
 def residual_tower(num_blocks: int, channels: int = 16, size: int = 32) -> GraphDoc:

@@ -11,15 +11,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 
-from graphcore.analysis import Analysis
-from graphcore.diagnostics import GraphError, errors
-from graphcore.export_commands import add_export_arguments, add_import_arguments, export_command, import_command
-from graphcore.gallery import open_graph, templates
-from graphcore.sample import add_sample_arguments, sample_command
-from graphcore.summary import summary
-from graphcore.train import add_train_arguments, train_command
+from graphcore.cli.export import add_export_arguments, add_import_arguments, export_command, import_command
+from graphcore.cli.sample import add_sample_arguments, sample_command
+from graphcore.cli.train import add_train_arguments, train_command
+from graphcore.core.analysis import Analysis
+from graphcore.core.diagnostics import GraphError, errors
+from graphcore.core.gallery import open_graph, templates
+from graphcore.core.summary import summary
 
+EDITOR_ENTRY_POINTS = "netcanvas.editor"
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
 
@@ -92,10 +94,19 @@ def editor(argv: list[str]) -> int:
                              "(default: $NETCANVAS_TOKEN)")
     parser.add_argument("--native", action="store_true", help="open in a desktop window (needs pywebview)")
     args = parser.parse_args(argv)
-    from app.main import Settings, run  # the UI is only imported when the editor starts
-
-    run(Settings(graph=args.graph, host=args.host, port=args.port, token=args.token or None, native=args.native))
+    start = _editor_entry_point()
+    start(graph=args.graph, host=args.host, port=args.port, token=args.token or None, native=args.native)
     return 0
+
+
+def _editor_entry_point() -> Callable[..., None]:
+    """The editor's start function, which the UI package registers under ``netcanvas.editor``:
+    the CLI finds it at run time, so nothing in ``graphcore`` imports the UI."""
+    found = list(entry_points(group=EDITOR_ENTRY_POINTS))
+    if not found:
+        raise GraphError("the editor is not installed: no package registers a 'netcanvas.editor' entry point "
+                         "(reinstall NetCanvas with pip install -e .)")
+    return found[0].load()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +133,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

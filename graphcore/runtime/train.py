@@ -17,216 +17,31 @@ process takes its own share of every epoch's shuffled order, and only rank 0 wri
 
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphcore import diffusion
-from graphcore.analysis import Analysis
-from graphcore.compiler import GraphModel, compile
-from graphcore.data import Dataset, load_dataset
-from graphcore.diagnostics import GraphError, errors, one_line
-from graphcore.document import GraphDoc, dumps, load, write_atomic
+from graphcore.core.compiler import GraphModel, compile
+from graphcore.core.diagnostics import GraphError, one_line
+from graphcore.core.document import GraphDoc, dumps, load, write_atomic
+from graphcore.runtime import diffusion
+from graphcore.runtime.config import TrainConfig, TrainResult, check_task
+from graphcore.runtime.data import load_dataset
+from graphcore.runtime.devices import amp_dtype, pick_device
 
-Task = Literal["classify", "reconstruct", "diffusion"]
 EventSink = Callable[[dict], None]
-TASKS = ("classify", "reconstruct", "diffusion")
-DEFAULT_LR = {"adamw": 3e-3, "sgd": 0.05}
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides what a run computes (saved as the run's ``config.json``)."""
-
-    task: Task = "classify"
-    dataset: str = "digits"
-    epochs: int = 10
-    minutes: float | None = None  # time budget for this invocation; stops with a checkpoint
-    batch_size: int = 64
-    lr: float | None = None  # None: 3e-3 for AdamW, 0.05 for SGD
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float = 0.01
-    momentum: float = 0.9  # SGD only
-    schedule: Literal["cosine", "constant"] = "cosine"
-    warmup: float = 0.05  # fraction of all steps spent warming up linearly
-    clip_grad: float | None = 1.0  # max gradient norm; None or 0 turns clipping off
-    seed: int = 0
-    device: str = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # mixed precision, CUDA only
-    val_fraction: float = 0.2
-    beta_schedule: Literal["linear", "cosine"] = "cosine"  # diffusion
-    timesteps: int = 1000  # diffusion
-    loss_weighting: Literal["none", "min_snr"] = "min_snr"  # diffusion: min(SNR, 5)/SNR per timestep
-    ema: float | None = None  # weight EMA decay; None: 0.999 for diffusion, off otherwise
-    log_every: int = 10  # steps between "step" events
-    preview_every: int = 1  # epochs between preview images (events only)
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise GraphError(f"unknown task {self.task!r} (use {', '.join(TASKS)})")
-        if self.optimizer not in DEFAULT_LR:
-            raise GraphError(f"unknown optimizer {self.optimizer!r} (use adamw or sgd)")
-        if self.loss_weighting not in diffusion.LOSS_WEIGHTINGS:
-            raise GraphError(f"unknown loss weighting {self.loss_weighting!r} "
-                             f"(use {' or '.join(diffusion.LOSS_WEIGHTINGS)})")
-        if self.schedule not in ("cosine", "constant"):
-            raise GraphError(f"unknown lr schedule {self.schedule!r} (use cosine or constant)")
-        for name in ("epochs", "batch_size", "timesteps", "log_every", "preview_every"):
-            if int(getattr(self, name)) < 1:
-                raise GraphError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise GraphError(f"minutes must be positive, got {self.minutes}")
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.optimizer]
-        if self.ema is None and self.task == "diffusion":
-            self.ema = 0.999
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class TrainResult:
-    status: Literal["finished", "stopped", "time_limit", "nan"]
-    message: str
-    run_dir: Path | None
-    epoch: int
-    step: int
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- graph checks
-@dataclass
-class GraphIO:
-    """A graph's inputs [(name, shape, dtype)] and output shapes, as training needs them."""
-
-    inputs: list[tuple[str, tuple[int, ...], str]]
-    outputs: list[tuple[int, ...]]
-
-    @classmethod
-    def of(cls, doc: GraphDoc) -> GraphIO:
-        analysis = Analysis(doc)
-        problems = errors(analysis.diagnostics)
-        if problems:
-            raise GraphError(problems)
-        inputs = [(n.id, tuple(analysis.nodes[n.id].params.shape), analysis.nodes[n.id].params.dtype)
-                  for n in doc.nodes if n.type == "input"]
-        outputs = [tuple(analysis.nodes[n.id].inputs["in"]) for n in doc.nodes if n.type == "output"]
-        return cls(inputs, outputs)
-
-    def sample_shape(self, task: str) -> tuple[int, ...]:
-        """The per-sample shape of the data input (the non-timestep one for diffusion)."""
-        floats = [shape for _, shape, dtype in self.inputs if dtype == "float32" and shape != ()]
-        return floats[0] if floats else self.inputs[0][1]
-
-
-def check_task(doc: GraphDoc, task: str, dataset: Dataset | None = None) -> GraphIO:
-    """Does the graph fit the task (and the dataset)? A ``GraphError`` says what does not."""
-    io_ = GraphIO.of(doc)
-    name = f"graph {doc.name!r}"
-    if len(io_.outputs) != 1:
-        raise GraphError(f"{name}: training needs exactly one output, it has {len(io_.outputs)}")
-    out = io_.outputs[0]
-    if task == "diffusion":
-        position = diffusion.timestep_position(doc)
-        x_name, x_shape, x_dtype = io_.inputs[1 - position]
-        t_name, _, t_dtype = io_.inputs[position]
-        if t_dtype != "int64":
-            raise GraphError(f"{name}: the timestep input {t_name!r} must have dtype int64")
-        if x_dtype != "float32" or out != x_shape:
-            raise GraphError(f"{name}: diffusion predicts the noise, so the output shape {list(out)} must equal "
-                             f"the input {x_name!r} shape {list(x_shape)}")
-    else:
-        if len(io_.inputs) != 1:
-            raise GraphError(f"{name}: task {task!r} needs one input, the graph has {len(io_.inputs)} "
-                             f"(use --task diffusion for a graph with a timestep input)")
-        x_name, x_shape, x_dtype = io_.inputs[0]
-        if x_dtype != "float32":
-            raise GraphError(f"{name}: input {x_name!r} has dtype {x_dtype}; task {task!r} feeds it float data")
-        if task == "classify" and len(out) != 1:
-            raise GraphError(f"{name}: classification needs an output of shape [classes], got {list(out)} "
-                             f"(add a flatten and a linear block)")
-        if task == "reconstruct" and out != x_shape:
-            raise GraphError(f"{name}: reconstruction needs the output shape {list(out)} to equal "
-                             f"the input shape {list(x_shape)}")
-    if dataset is not None:
-        if task == "classify":
-            if dataset.y is None:
-                raise GraphError(f"dataset {dataset.name!r} has no labels, which classification needs "
-                                 f"(an .npz with y, or a folder with one sub-folder per class)")
-            if dataset.num_classes > out[0]:
-                raise GraphError(f"dataset {dataset.name!r} has {dataset.num_classes} classes but the graph's "
-                                 f"output has {out[0]} (set out_features of the last linear block to "
-                                 f"{dataset.num_classes})")
-        if task == "diffusion" and (dataset.x.min() < 0 or dataset.x.max() > 1):
-            raise GraphError(f"dataset {dataset.name!r}: diffusion expects values in [0, 1], found "
-                             f"[{dataset.x.min():.3g}, {dataset.x.max():.3g}]")
-    return io_
-
-
-def guess_task(doc: GraphDoc) -> Task:
-    """The task a graph looks made for: a timestep input -> diffusion; output = input -> reconstruct."""
-    io_ = GraphIO.of(doc)
-    if len(io_.inputs) == 2 and any(shape == () for _, shape, _ in io_.inputs):
-        return "diffusion"
-    if len(io_.inputs) == 1 and io_.outputs and io_.outputs[0] == io_.inputs[0][1]:
-        return "reconstruct"
-    return "classify"
-
-
-# ----------------------------------------------------------------------------- devices
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA, then MPS, then CPU; under torchrun each rank takes its LOCAL_RANK GPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GraphError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GraphError(f"device {name!r}: CUDA is not available on this machine")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise GraphError(f"device {name!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}; "
-                         f"under torchrun each process needs a GPU of its own (use --nproc {count} or --device cpu)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise GraphError(f"device {name!r}: MPS is not available on this machine")
-    return device
-
-
-def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """Mixed precision on CUDA only: bf16 where the GPU has it, else fp16 (with a grad scaler)."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
@@ -723,7 +538,7 @@ def _load_checkpoint(path: Path) -> dict:
 def train(graph: GraphDoc | GraphModel | str, config: TrainConfig | None = None, **kwargs) -> TrainResult:
     """``Trainer(graph, config, **kwargs).fit()``; ``graph`` may be a file or a template name."""
     if isinstance(graph, str | os.PathLike):
-        from graphcore.gallery import open_graph
+        from graphcore.core.gallery import open_graph
         graph = open_graph(graph)
     return Trainer(graph, config, **kwargs).fit()
 
@@ -741,100 +556,3 @@ def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", ema: bool 
     model = compile(load(run_dir / "graph.json"))
     model._load_checked(state["ema"] if ema and "ema" in state else state["model"], str(path))
     return model.to(pick_device(device)).eval(), config
-
-
-# ----------------------------------------------------------------------------- command line
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("graph", nargs="?", help="graph JSON file or template name (optional with --resume)")
-    parser.add_argument("--task", choices=TASKS, help="default: guessed from the graph")
-    parser.add_argument("--dataset", help="digits (default), a folder of class folders of images, or FILE.npz")
-    parser.add_argument("--epochs", type=int, help="epochs in all (default 10; with --resume: the new total)")
-    parser.add_argument("--minutes", type=float, help="time budget; stops with a checkpoint")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR))
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run where it stopped")
-    parser.add_argument("--nproc", type=int, default=1, help="processes (DistributedDataParallel under torchrun)")
-    parser.add_argument("--device", help="auto (default): CUDA, then MPS, then CPU")
-    parser.add_argument("--out", help="run folder (default runs/GRAPH_NAME)")
-
-
-_FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed")
-
-
-def train_command(args: argparse.Namespace) -> int:
-    """``netcanvas train``: prints one line at the end; exit 1 on a NaN loss."""
-    from graphcore.gallery import open_graph
-
-    rank = int(os.environ.get("RANK", 0))
-    if args.nproc < 1:
-        raise GraphError(f"--nproc must be at least 1, got {args.nproc}")
-    if args.resume:
-        trainer = _resume_from_args(args, open_graph)
-    else:
-        if not args.graph:
-            raise GraphError("name a graph to train (a JSON file or a template), or --resume a run")
-        doc = open_graph(args.graph)
-        options = {name: getattr(args, name) for name in ("dataset", "epochs", "minutes", "batch_size", "lr",
-                                                           "optimizer", "seed", "device")}
-        options = {k: v for k, v in options.items() if v is not None}
-        config = TrainConfig(task=args.task or guess_task(doc), **options)
-        if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-            check_task(doc, config.task, load_dataset(config.dataset, GraphIO.of(doc).sample_shape(config.task),
-                                                      val_fraction=config.val_fraction))
-            out = args.out or _free_run_dir(doc.name)
-            return _relaunch(args, out)
-        trainer = Trainer(doc, config, out=args.out, progress=True)
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch(args, args.resume)
-    try:
-        result = trainer.fit()
-    except GraphError:
-        if rank != 0:
-            return 1  # rank 0 says it
-        raise
-    if rank == 0:
-        print(result.message)
-    return 1 if result.status == "nan" else 0
-
-
-def _resume_from_args(args: argparse.Namespace, open_graph) -> Trainer:
-    run_dir = Path(args.resume)
-    trainer = Trainer.resume(run_dir, epochs=args.epochs, minutes=args.minutes, device=args.device, progress=True)
-    for name in _FIXED_ON_RESUME:
-        given = getattr(args, name)
-        if given is not None and given != getattr(trainer.config, name):
-            raise GraphError(f"--{name.replace('_', '-')} cannot change when resuming "
-                             f"(the run has {getattr(trainer.config, name)!r})")
-    if args.graph:
-        given = open_graph(args.graph)
-        if (given.nodes, given.edges, given.subgraphs) != (trainer.doc.nodes, trainer.doc.edges, trainer.doc.subgraphs):
-            raise GraphError(f"{args.graph}: this graph differs from the run's graph.json; "
-                             f"resume without naming a graph, or start a new run")
-    if args.out and Path(args.out) != run_dir:
-        raise GraphError("--out cannot differ from --resume: a resumed run continues in its own folder")
-    return trainer
-
-
-def _free_run_dir(name: str) -> str:
-    base = Path("runs") / name
-    path, n = base, 2
-    while path.exists():
-        path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return str(path)
-
-
-def _relaunch(args: argparse.Namespace, out: str) -> int:
-    """Run this same command under torchrun with ``--nproc`` processes (DDP)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "graphcore.cli", "train"]
-    if args.graph:
-        command.append(args.graph)
-    for name in ("task", "dataset", "epochs", "minutes", "batch_size", "lr", "optimizer", "seed", "resume", "device"):
-        value = getattr(args, name)
-        if value is not None:
-            command += [f"--{name.replace('_', '-')}", str(value)]
-    if not args.resume:
-        command += ["--out", out]
-    return 0 if subprocess.run(command).returncode == 0 else 1

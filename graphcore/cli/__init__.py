@@ -1,0 +1,5 @@
+"""The ``netcanvas`` command line (``graphcore.cli.main``)."""
+
+from graphcore.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,7 @@
+"""``python -m graphcore.cli``: the same as the ``netcanvas`` command."""
+
+import sys
+
+from graphcore.cli.main import main
+
+sys.exit(main())

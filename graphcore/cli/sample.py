@@ -1,0 +1,30 @@
+"""``netcanvas sample RUN_DIR --sampler ddim --steps 50``: samples from a diffusion run into a folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from graphcore.runtime import diffusion
+from graphcore.runtime.sample import sample_run
+
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN_DIR", help="a diffusion run folder (runs/NAME)")
+    parser.add_argument("--sampler", choices=sorted(diffusion.SAMPLERS), default="ddim")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps (at most the training timesteps)")
+    parser.add_argument("--n", type=int, default=64, help="number of samples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples)")
+    parser.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--frames", type=int, default=None, help="video graphs: clip length, longer than the graph's")
+    parser.add_argument("--overlap", type=int, default=2, help="video graphs: frames shared between chunks")
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    out = args.out or str(Path(args.run) / "samples")
+    result = sample_run(args.run, out, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
+                        checkpoint=args.checkpoint, device=args.device, frames=args.frames, overlap=args.overlap)
+    print(f"wrote {', '.join(str(f) for f in result.files)} ({result.samples.shape[0]} samples)")
+    return 0

@@ -1,0 +1,110 @@
+"""``netcanvas train``: the command line over ``graphcore.runtime.train``, with a torchrun relaunch
+for ``--nproc K``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from graphcore.core.diagnostics import GraphError
+from graphcore.core.gallery import open_graph
+from graphcore.runtime.config import DEFAULT_LR, TASKS, GraphIO, TrainConfig, check_task, guess_task
+from graphcore.runtime.data import load_dataset
+from graphcore.runtime.train import Trainer
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("graph", nargs="?", help="graph JSON file or template name (optional with --resume)")
+    parser.add_argument("--task", choices=TASKS, help="default: guessed from the graph")
+    parser.add_argument("--dataset", help="digits (default), a folder of class folders of images, or FILE.npz")
+    parser.add_argument("--epochs", type=int, help="epochs in all (default 10; with --resume: the new total)")
+    parser.add_argument("--minutes", type=float, help="time budget; stops with a checkpoint")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR))
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run where it stopped")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (DistributedDataParallel under torchrun)")
+    parser.add_argument("--device", help="auto (default): CUDA, then MPS, then CPU")
+    parser.add_argument("--out", help="run folder (default runs/GRAPH_NAME)")
+
+
+_FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``netcanvas train``: prints one line at the end; exit 1 on a NaN loss."""
+    rank = int(os.environ.get("RANK", 0))
+    if args.nproc < 1:
+        raise GraphError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.resume:
+        trainer = _resume_from_args(args)
+    else:
+        if not args.graph:
+            raise GraphError("name a graph to train (a JSON file or a template), or --resume a run")
+        doc = open_graph(args.graph)
+        options = {name: getattr(args, name) for name in ("dataset", "epochs", "minutes", "batch_size", "lr",
+                                                           "optimizer", "seed", "device")}
+        options = {k: v for k, v in options.items() if v is not None}
+        config = TrainConfig(task=args.task or guess_task(doc), **options)
+        if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+            check_task(doc, config.task, load_dataset(config.dataset, GraphIO.of(doc).sample_shape(config.task),
+                                                      val_fraction=config.val_fraction))
+            out = args.out or _free_run_dir(doc.name)
+            return _relaunch(args, out)
+        trainer = Trainer(doc, config, out=args.out, progress=True)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(args, args.resume)
+    try:
+        result = trainer.fit()
+    except GraphError:
+        if rank != 0:
+            return 1  # rank 0 says it
+        raise
+    if rank == 0:
+        print(result.message)
+    return 1 if result.status == "nan" else 0
+
+
+def _resume_from_args(args: argparse.Namespace) -> Trainer:
+    run_dir = Path(args.resume)
+    trainer = Trainer.resume(run_dir, epochs=args.epochs, minutes=args.minutes, device=args.device, progress=True)
+    for name in _FIXED_ON_RESUME:
+        given = getattr(args, name)
+        if given is not None and given != getattr(trainer.config, name):
+            raise GraphError(f"--{name.replace('_', '-')} cannot change when resuming "
+                             f"(the run has {getattr(trainer.config, name)!r})")
+    if args.graph:
+        given = open_graph(args.graph)
+        if (given.nodes, given.edges, given.subgraphs) != (trainer.doc.nodes, trainer.doc.edges, trainer.doc.subgraphs):
+            raise GraphError(f"{args.graph}: this graph differs from the run's graph.json; "
+                             f"resume without naming a graph, or start a new run")
+    if args.out and Path(args.out) != run_dir:
+        raise GraphError("--out cannot differ from --resume: a resumed run continues in its own folder")
+    return trainer
+
+
+def _free_run_dir(name: str) -> str:
+    base = Path("runs") / name
+    path, n = base, 2
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return str(path)
+
+
+def _relaunch(args: argparse.Namespace, out: str) -> int:
+    """Run this same command under torchrun with ``--nproc`` processes (DDP)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "graphcore.cli", "train"]
+    if args.graph:
+        command.append(args.graph)
+    for name in ("task", "dataset", "epochs", "minutes", "batch_size", "lr", "optimizer", "seed", "resume", "device"):
+        value = getattr(args, name)
+        if value is not None:
+            command += [f"--{name.replace('_', '-')}", str(value)]
+    if not args.resume:
+        command += ["--out", out]
+    return 0 if subprocess.run(command).returncode == 0 else 1

@@ -1,0 +1,1 @@
+"""The runtime: datasets, training, diffusion, sampling, background jobs and the batching server."""

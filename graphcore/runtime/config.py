@@ -1,0 +1,166 @@
+"""What a training run computes: its config, its result, and whether a graph fits a task.
+
+``TrainConfig`` is saved as a run's ``config.json``; ``check_task`` says in one line why a graph
+or a dataset does not fit a task (classify, reconstruct or diffusion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from graphcore.core.analysis import Analysis
+from graphcore.core.diagnostics import GraphError, errors
+from graphcore.core.document import GraphDoc
+from graphcore.runtime import diffusion
+from graphcore.runtime.data import Dataset
+
+Task = Literal["classify", "reconstruct", "diffusion"]
+TASKS = ("classify", "reconstruct", "diffusion")
+DEFAULT_LR = {"adamw": 3e-3, "sgd": 0.05}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a run computes (saved as the run's ``config.json``)."""
+
+    task: Task = "classify"
+    dataset: str = "digits"
+    epochs: int = 10
+    minutes: float | None = None  # time budget for this invocation; stops with a checkpoint
+    batch_size: int = 64
+    lr: float | None = None  # None: 3e-3 for AdamW, 0.05 for SGD
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = 0.01
+    momentum: float = 0.9  # SGD only
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup: float = 0.05  # fraction of all steps spent warming up linearly
+    clip_grad: float | None = 1.0  # max gradient norm; None or 0 turns clipping off
+    seed: int = 0
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # mixed precision, CUDA only
+    val_fraction: float = 0.2
+    beta_schedule: Literal["linear", "cosine"] = "cosine"  # diffusion
+    timesteps: int = 1000  # diffusion
+    loss_weighting: Literal["none", "min_snr"] = "min_snr"  # diffusion: min(SNR, 5)/SNR per timestep
+    ema: float | None = None  # weight EMA decay; None: 0.999 for diffusion, off otherwise
+    log_every: int = 10  # steps between "step" events
+    preview_every: int = 1  # epochs between preview images (events only)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise GraphError(f"unknown task {self.task!r} (use {', '.join(TASKS)})")
+        if self.optimizer not in DEFAULT_LR:
+            raise GraphError(f"unknown optimizer {self.optimizer!r} (use adamw or sgd)")
+        if self.loss_weighting not in diffusion.LOSS_WEIGHTINGS:
+            raise GraphError(f"unknown loss weighting {self.loss_weighting!r} "
+                             f"(use {' or '.join(diffusion.LOSS_WEIGHTINGS)})")
+        if self.schedule not in ("cosine", "constant"):
+            raise GraphError(f"unknown lr schedule {self.schedule!r} (use cosine or constant)")
+        for name in ("epochs", "batch_size", "timesteps", "log_every", "preview_every"):
+            if int(getattr(self, name)) < 1:
+                raise GraphError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise GraphError(f"minutes must be positive, got {self.minutes}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        if self.ema is None and self.task == "diffusion":
+            self.ema = 0.999
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    status: Literal["finished", "stopped", "time_limit", "nan"]
+    message: str
+    run_dir: Path | None
+    epoch: int
+    step: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- graph checks
+@dataclass
+class GraphIO:
+    """A graph's inputs [(name, shape, dtype)] and output shapes, as training needs them."""
+
+    inputs: list[tuple[str, tuple[int, ...], str]]
+    outputs: list[tuple[int, ...]]
+
+    @classmethod
+    def of(cls, doc: GraphDoc) -> GraphIO:
+        analysis = Analysis(doc)
+        problems = errors(analysis.diagnostics)
+        if problems:
+            raise GraphError(problems)
+        inputs = [(n.id, tuple(analysis.nodes[n.id].params.shape), analysis.nodes[n.id].params.dtype)
+                  for n in doc.nodes if n.type == "input"]
+        outputs = [tuple(analysis.nodes[n.id].inputs["in"]) for n in doc.nodes if n.type == "output"]
+        return cls(inputs, outputs)
+
+    def sample_shape(self, task: str) -> tuple[int, ...]:
+        """The per-sample shape of the data input (the non-timestep one for diffusion)."""
+        floats = [shape for _, shape, dtype in self.inputs if dtype == "float32" and shape != ()]
+        return floats[0] if floats else self.inputs[0][1]
+
+
+def check_task(doc: GraphDoc, task: str, dataset: Dataset | None = None) -> GraphIO:
+    """Does the graph fit the task (and the dataset)? A ``GraphError`` says what does not."""
+    io_ = GraphIO.of(doc)
+    name = f"graph {doc.name!r}"
+    if len(io_.outputs) != 1:
+        raise GraphError(f"{name}: training needs exactly one output, it has {len(io_.outputs)}")
+    out = io_.outputs[0]
+    if task == "diffusion":
+        position = diffusion.timestep_position(doc)
+        x_name, x_shape, x_dtype = io_.inputs[1 - position]
+        t_name, _, t_dtype = io_.inputs[position]
+        if t_dtype != "int64":
+            raise GraphError(f"{name}: the timestep input {t_name!r} must have dtype int64")
+        if x_dtype != "float32" or out != x_shape:
+            raise GraphError(f"{name}: diffusion predicts the noise, so the output shape {list(out)} must equal "
+                             f"the input {x_name!r} shape {list(x_shape)}")
+    else:
+        if len(io_.inputs) != 1:
+            raise GraphError(f"{name}: task {task!r} needs one input, the graph has {len(io_.inputs)} "
+                             f"(use --task diffusion for a graph with a timestep input)")
+        x_name, x_shape, x_dtype = io_.inputs[0]
+        if x_dtype != "float32":
+            raise GraphError(f"{name}: input {x_name!r} has dtype {x_dtype}; task {task!r} feeds it float data")
+        if task == "classify" and len(out) != 1:
+            raise GraphError(f"{name}: classification needs an output of shape [classes], got {list(out)} "
+                             f"(add a flatten and a linear block)")
+        if task == "reconstruct" and out != x_shape:
+            raise GraphError(f"{name}: reconstruction needs the output shape {list(out)} to equal "
+                             f"the input shape {list(x_shape)}")
+    if dataset is not None:
+        if task == "classify":
+            if dataset.y is None:
+                raise GraphError(f"dataset {dataset.name!r} has no labels, which classification needs "
+                                 f"(an .npz with y, or a folder with one sub-folder per class)")
+            if dataset.num_classes > out[0]:
+                raise GraphError(f"dataset {dataset.name!r} has {dataset.num_classes} classes but the graph's "
+                                 f"output has {out[0]} (set out_features of the last linear block to "
+                                 f"{dataset.num_classes})")
+        if task == "diffusion" and (dataset.x.min() < 0 or dataset.x.max() > 1):
+            raise GraphError(f"dataset {dataset.name!r}: diffusion expects values in [0, 1], found "
+                             f"[{dataset.x.min():.3g}, {dataset.x.max():.3g}]")
+    return io_
+
+
+def guess_task(doc: GraphDoc) -> Task:
+    """The task a graph looks made for: a timestep input -> diffusion; output = input -> reconstruct."""
+    io_ = GraphIO.of(doc)
+    if len(io_.inputs) == 2 and any(shape == () for _, shape, _ in io_.inputs):
+        return "diffusion"
+    if len(io_.inputs) == 1 and io_.outputs and io_.outputs[0] == io_.inputs[0][1]:
+        return "reconstruct"
+    return "classify"
