@@ -4,6 +4,7 @@ to a layer that ARCHITECTURE.md allows. Read statically, so a lazy import cannot
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,10 @@ def test_the_check_finds_a_forbidden_import(source: str, module: str, expected: 
 def test_the_check_allows_the_layers_below():
     source = "from graphcore.core.document import GraphDoc\nfrom blocks import get\nimport torch\n"
     assert layer_problems(source, "graphcore.runtime.train") == []
+
+
+def test_make_help_lists_the_targets_the_readme_and_architecture_name():
+    done = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[1] for line in done.stdout.splitlines() if line.strip().startswith("make ")}
+    assert {"test", "test-fast", "run", "lint", "bundle", "bench"} <= listed, done.stdout
