@@ -2,8 +2,10 @@
 (package data, so an installed wheel serves it; ``make bundle`` rebuilds it).
 
 Python state goes down as the ``graph`` prop (a whole document, on load) and as deltas
-(``apply``); what the user does comes up as ``edit`` events (``{"op": ..., ...}``) and
-``select`` events (a list of node ids). The browser never decides anything about the graph.
+(``apply``), with the ``categories`` prop (``blocks.categories``: each node's colour) once;
+what the user does comes up as ``edit`` events (``{"op": ..., ...}``, the messages of
+``graphcore.editing.ops``) and ``select`` events (a list of node ids). The browser never
+decides anything about the graph.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from typing import Any
 from nicegui.element import Element
 from nicegui.events import GenericEventArguments
 
+from blocks import categories
 from graphcore.editing.session import Delta
 
 
 class Canvas(Element, component="static/canvas.js", esm={"netcanvas-flow": "static/bundle"}):
-    """A graph canvas; ``on_edit(dict)`` gets each edit the user makes, ``on_select(list)`` the selection."""
+    """A graph canvas; ``on_edit(payload)`` gets each edit the user makes (still to be parsed with
+    ``graphcore.editing.ops.parse_edit``), ``on_select(list)`` the selection."""
 
-    def __init__(self, view: dict, *, on_edit: Callable[[dict], Any], on_select: Callable[[list[str]], Any]) -> None:
+    def __init__(self, view: dict, *, on_edit: Callable[[Any], Any], on_select: Callable[[list[str]], Any]) -> None:
         super().__init__()
         self._version = 0
+        self._props["categories"] = categories.view()
         self.load(view, update=False)
         self.on("edit", lambda e: on_edit(_args(e)))
         self.on("select", lambda e: on_select(list(_args(e) or [])))

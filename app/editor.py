@@ -8,6 +8,7 @@ session; ``current`` is the one on the canvas: the same, or the inside of an ope
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import weakref
 from collections import defaultdict
@@ -21,9 +22,11 @@ import blocks
 import graphcore as gc
 from app.canvas import Canvas
 from app.inspector import Inspector
+from blocks import categories
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc, dumps, loads
 from graphcore.core.summary import human
+from graphcore.editing import ops
 from graphcore.editing.session import Delta, EditError, EditSession
 
 AUTOSAVE_KEY = "netcanvas.doc"
@@ -31,6 +34,7 @@ EDITORS: weakref.WeakValueDictionary[str, Editor] = weakref.WeakValueDictionary(
 """The editor of each connected page, by NiceGUI client id (for tests and tools)."""
 DRAG_TYPE = "application/x-netcanvas-block"
 PROBLEMS_SHOWN = 200
+log = logging.getLogger(__name__)
 
 
 class Editor:
@@ -45,6 +49,13 @@ class Editor:
         self.python_revision = -1
         self.tick_revision = -1  # the revision at the last tick: unchanged means no edit since
         self.problems_shown: tuple | None = None  # the diagnostics the problems panel lists
+        # The canvas's messages that need more than the session's edit: a dialog, a new view, a selection.
+        self.answers: dict[type[ops.EditOp], Callable[[Any], None]] = {
+            ops.AddNode: lambda edit: self._select_added(self.edit(edit)),
+            ops.GroupRequest: lambda request: self.group_dialog(request.ids or self.selected),
+            ops.OpenSubgraph: lambda request: self.open_subgraph(request.id),
+            ops.RenameRequest: lambda request: self.rename_dialog(request.id),
+        }
         EDITORS[ui.context.client.id] = self
         self._build()
         ui.timer(0.5, self._tick)
@@ -135,16 +146,19 @@ class Editor:
         rows: list[tuple[ui.element, str]] = []
         sections: list[tuple[ui.expansion, list[ui.element]]] = []
         with ui.scroll_area().classes("w-full flex-grow"):
-            for category in sorted(by_category):
-                with ui.expansion(category, value=category in ("io", "conv")).props("dense") \
-                        .classes("w-full text-sm") as section:
+            for category in categories.CATEGORIES:
+                if category.name not in by_category:
+                    continue
+                with ui.expansion(category.label, value=category.expanded).props("dense") \
+                        .classes("w-full text-sm nc-palette-section").style(f"border-left-color: {category.colour}") \
+                        .mark(f"palette-section-{category.name}") as section:
                     members = []
-                    for spec in sorted(by_category[category], key=lambda s: s.type):
+                    for spec in sorted(by_category[category.name], key=lambda s: s.type):
                         row = ui.item(spec.type, on_click=lambda t=spec.type: self.add_block(t)) \
                             .props("dense clickable draggable=true").classes("nc-palette-item") \
                             .tooltip(spec.doc).mark(f"palette-{spec.type}")
                         row.on("dragstart", js_handler=f"(e) => e.dataTransfer.setData('{DRAG_TYPE}', '{spec.type}')")
-                        rows.append((row, f"{spec.type} {category} {spec.doc}".lower()))
+                        rows.append((row, f"{spec.type} {category.name} {category.label} {spec.doc}".lower()))
                         members.append(row)
                 sections.append((section, members))
 
@@ -176,49 +190,25 @@ class Editor:
                 self.inspector.show(selected if selected in self.session.analysis.nodes else None)
         self._history_buttons()
 
-    def on_edit(self, edit: dict[str, Any]) -> None:
-        """An edit from the canvas (or a request from its context menu)."""
-        s = self.current
-        op = edit.get("op")
-        requests: dict[str, Callable[[], Any]] = {
-            "group": lambda: self.group_dialog(edit.get("ids") or self.selected),
-            "ungroup": lambda: self.ungroup(edit["id"]),
-            "open": lambda: self.open_subgraph(edit["id"]),
-            "rename_request": lambda: self.rename_dialog(edit["id"]),
-        }
-        if op in requests:
-            requests[op]()
-            return
+    def on_edit(self, payload: Any) -> None:
+        """A message from the canvas: an edit of the document, or a request the editor answers."""
         try:
-            if op == "add":
-                delta = s.add_node(edit["type"], position=(edit["x"], edit["y"]))
-                self.selected = list(delta.nodes)
-                self.inspector.show(self.selected[0])
-            elif op == "connect":
-                delta = s.connect(edit["src"], edit.get("src_port") or "out", edit["dst"], edit.get("dst_port") or "in")
-            elif op == "remove":
-                # The browser may repeat a deletion it has not yet seen applied: skip what is gone.
-                delta = s.remove([n for n in edit.get("nodes", []) if n in s.analysis.nodes], edit.get("edges", []))
-            elif op == "move":
-                delta = s.move_many(edit["positions"])
-            elif op == "paste":
-                delta = s.paste(edit.get("nodes", []), edit.get("edges", []))
-            elif op == "duplicate":
-                delta = s.duplicate([n for n in edit.get("ids", []) if n in s.analysis.nodes])
-            elif op == "set_params":
-                delta = s.set_params(edit["id"], edit["params"])
-            elif op == "rename":
-                delta = s.rename(edit["id"], edit["new_id"])
-            elif op == "undo":
-                delta = s.undo()
-            elif op == "redo":
-                delta = s.redo()
-            else:
-                return
-        except (EditError, KeyError, TypeError, ValueError) as exc:
-            ui.notify(f"Edit refused: {exc}", type="warning")
+            message = ops.parse_edit(payload)
+        except EditError as exc:  # the canvas and the protocol are out of step: a bug, but not the user's to see fail
+            log.warning("refused a message from the canvas: %s", exc)
+            ui.notify(f"Edit refused: {exc}", type="negative")
             return
+        self.answers.get(type(message), self.edit)(message)
+
+    def edit(self, edit: ops.SessionEdit) -> Delta | None:
+        """Make an edit on the canvas's session and show it; None when the session refused it."""
+        try:
+            delta = edit.apply(self.current)
+        except EditError as exc:
+            ui.notify(f"Edit refused: {exc}", type="warning")
+            return None
         self.apply(delta)
+        return delta
 
     def on_select(self, node_ids: list[str]) -> None:
         self.selected = [n for n in node_ids if n in self.current.analysis.nodes]
@@ -234,6 +224,12 @@ class Editor:
             position = (x + 240, y)
         delta = self.current.add_node(type_id, position=position)
         self.apply(delta)
+        self._select_added(delta)
+
+    def _select_added(self, delta: Delta | None) -> None:
+        """Select the block an edit added, on the canvas and in the inspector."""
+        if delta is None or not delta.nodes:
+            return
         self.selected = list(delta.nodes)
         self.inspector.show(self.selected[0])
         self.canvas.select(self.selected)
@@ -591,6 +587,7 @@ CSS = """
 .q-page { position: relative; }
 .nicegui-content { padding: 0; }
 .nc-drawer { height: 260px; overflow: auto; }
+.nc-palette-section { border-left: 4px solid transparent; }  /* its colour: the category's, set on each */
 .nc-palette-item { cursor: grab; min-height: 28px; font-family: ui-monospace, monospace; font-size: 12px; }
 .nc-problem:hover { background: #f1f5f9; }
 .nc-crumbs { position: absolute; top: 8px; left: 12px; z-index: 10; background: rgba(255, 255, 255, 0.92);

@@ -2,7 +2,8 @@
 
 A spec says everything the rest of NetCanvas needs to know about a block type: its typed
 params (a pydantic model with defaults, bounds and a one-line description per field), its
-ports, a shape rule, a module factory, an optional MAC count, a category and a doc line.
+ports and the dtype each takes, a shape rule, its output dtypes, a module factory, an optional
+MAC count, a category and a doc line.
 The inspector form, validation, shape inference, compile and codegen all read the spec;
 nothing re-lists a block's params anywhere else.
 
@@ -21,8 +22,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from blocks import categories
+
 Shape = tuple[int, ...]
 """A per-sample tensor shape (no batch dimension)."""
+
+Dtype = Literal["float", "int"]
+"""The kind of values a tensor holds: floats, or integer ids (int64)."""
+
+PortDtype = Literal["float", "int", "any"]
+"""What an input port takes; ``"any"`` for blocks that only move values (flatten, reshape, add…)."""
 
 
 class ShapeError(Exception):
@@ -49,12 +58,13 @@ class NoParams(Params):
 class Port:
     """An input port. Optional ports may stay unconnected; they are passed by keyword.
 
-    ``dtype`` is the kind of tensor the port expects: ``"float"``, or ``"int"`` for ids.
+    ``dtype`` is the kind of tensor the port expects: ``"float"``, ``"int"`` for ids, or
+    ``"any"`` where the block works on both.
     """
 
     name: str
     optional: bool = False
-    dtype: Literal[float, int] = "float"
+    dtype: PortDtype = "float"
 
 
 @dataclass(frozen=True)
@@ -73,9 +83,17 @@ ShapeRule = Callable[[Params, dict[str, Shape]], "Shape | dict[str, Shape]"]
 ModuleFactory = Callable[[Params, dict[str, Shape]], nn.Module]
 MacCount = Callable[[Params, dict[str, Shape], dict[str, Shape]], int]
 PortList = Callable[[Params], tuple[Port, ...]]
+DtypeRule = Callable[[Params, dict[str, Dtype]], "Dtype | dict[str, Dtype] | None"]
 
 IN = (Port("in"),)
+ANY_IN = (Port("in", dtype="any"),)
 OUT = ("out",)
+
+
+def promoted(params: Params, inputs: dict[str, Dtype]) -> Dtype:
+    """The output dtype of a block that keeps its inputs' values: float if any input is float
+    (PyTorch's type promotion), else int. Identity, reshapes and merges use it."""
+    return "float" if "float" in inputs.values() else "int"
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,10 @@ class BlockSpec:
     ``nn.Module``; its ``forward`` takes the required ports positionally, in order, and the
     connected optional ports as keywords, and returns one tensor, or a tuple in the order
     of ``outputs``. ``macs`` counts multiply-accumulates for one sample.
+
+    ``output_dtype`` is the dtype of every output (float by default), or a rule that gets the
+    params and the dtypes arriving at the connected input ports and returns one dtype, a dict
+    port -> dtype, or None when it cannot tell.
     """
 
     type: str
@@ -100,6 +122,7 @@ class BlockSpec:
     outputs: tuple[str, ...] = OUT
     macs: MacCount | None = None
     examples: tuple[Example, ...] = ()
+    output_dtype: Dtype | DtypeRule = "float"
 
     def input_ports(self, params: Params) -> tuple[Port, ...]:
         return self.inputs(params) if callable(self.inputs) else self.inputs
@@ -111,6 +134,14 @@ class BlockSpec:
             return result
         return {self.outputs[0]: tuple(result)}
 
+    def infer_dtypes(self, params: Params, inputs: dict[str, Dtype]) -> dict[str, Dtype] | None:
+        """Output dtypes by port name, from the dtypes of the connected input ports."""
+        rule = self.output_dtype
+        result = rule(params, inputs) if callable(rule) else rule
+        if result is None or isinstance(result, dict):
+            return result
+        return dict.fromkeys(self.outputs, result)
+
     def count_macs(self, params: Params, inputs: dict[str, Shape], outputs: dict[str, Shape]) -> int:
         return self.macs(params, inputs, outputs) if self.macs else 0
 
@@ -119,9 +150,10 @@ _REGISTRY: dict[str, BlockSpec] = {}
 
 
 def register(spec: BlockSpec) -> BlockSpec:
-    """Add a spec to the registry; a type id can be registered once only."""
+    """Add a spec to the registry; a type id can be registered once only, in a declared category."""
     if spec.type in _REGISTRY:
         raise ValueError(f"block type {spec.type!r} is already registered")
+    categories.check(spec.type, spec.category)
     _REGISTRY[spec.type] = spec
     return spec
 
@@ -146,5 +178,6 @@ def nearest(name: str, choices: Iterable[str]) -> str | None:
 
 
 def variadic_ports(params: Params) -> tuple[Port, ...]:
-    """Ports ``in0`` … ``in{n-1}`` for blocks with an ``n`` param."""
-    return tuple(Port(f"in{i}") for i in range(params.n))
+    """Ports ``in0`` … ``in{n-1}`` for blocks with an ``n`` param; each takes any dtype
+    (the merges promote, as PyTorch does)."""
+    return tuple(Port(f"in{i}", dtype="any") for i in range(params.n))

@@ -12,6 +12,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 import app.main  # noqa: F401  (imported here, so that the server thread that runs it starts in time)
+import blocks
+from blocks import categories
+from graphcore.core.document import GraphDoc, Node, dumps
+from graphcore.editing.session import EditSession
 
 os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
 
@@ -155,10 +159,12 @@ def test_context_menu_groups_a_node_and_double_click_opens_it(screen):
         By.XPATH, "//div[contains(@class, 'q-dialog')]//button[normalize-space() = 'Group']").click()
     wait_nodes(screen, 14)  # c3 became block_1
     screen.wait_for(lambda: "subgraph:block_1" in node(screen, "block_1").text)
+    assert face_colours(screen, "a3") == (rgb(categories.get("activation").colour), "rgb(255, 255, 255)")
     # The dialog fades out over the canvas: double-clicking before it is gone hits its backdrop.
     screen.wait_for(lambda: not screen.selenium.find_elements(By.CSS_SELECTOR, ".q-dialog__backdrop"))
     # The group's last step: Python selects the new node on the canvas.
     screen.wait_for(lambda: "selected" in node(screen, "block_1").get_attribute("class"))
+    assert face_colours(screen, "block_1")[1] == rgb(categories.get("subgraph").fill)  # its stripe: selected, blue
     # A synthetic dblclick: Selenium's two real clicks re-render the node (selection) in between,
     # so the browser sometimes saw two single clicks on two elements (1 run in 4 failed that way).
     screen.selenium.execute_script(
@@ -168,3 +174,50 @@ def test_context_menu_groups_a_node_and_double_click_opens_it(screen):
     assert "(N, 16, 10, 10)" in node(screen, "c3").text
     screen.click("Close")
     wait_nodes(screen, 14)
+
+
+def every_category_graph() -> tuple[GraphDoc, dict[str, str]]:
+    """A graph with a block of every category (plus a subgraph and an unknown type), and the
+    category of each node."""
+    session = EditSession(GraphDoc(name="categories"))
+    for category in categories.CATEGORIES:
+        spec = next((s for s in blocks.all_specs() if s.category == category.name), None)
+        if spec is not None:
+            n = len(session.doc.nodes)
+            session.add_node(spec.type, node_id=f"a_{category.name}", position=(n % 5 * 260, n // 5 * 160))
+    session.add_node("relu", node_id="grouped", position=(0, 480))
+    session.group(["grouped"], "inner")
+    session.doc.nodes.append(Node(id="typo", type="conv3"))  # a type no spec declares
+    session.doc.ui["positions"]["typo"] = [260, 480]
+    session = EditSession(session.doc)  # placed and analysed afresh, with the unknown node
+    return session.doc, {nid: session.node_view(nid)["category"] for nid in session.analysis.nodes}
+
+
+def test_every_category_is_drawn_in_its_own_colour(screen, tmp_path):
+    doc, category_of = every_category_graph()
+    assert set(category_of.values()) == set(categories.names())
+    path = tmp_path / "categories.json"
+    path.write_text(dumps(doc))
+    screen.open("/")
+    wait_nodes(screen, 14)
+    screen.click("Open")
+    screen.wait_for(lambda: screen.selenium.find_elements(By.CSS_SELECTOR, ".q-dialog input[type=file]"))
+    screen.selenium.find_element(By.CSS_SELECTOR, ".q-dialog input[type=file]").send_keys(str(path))
+    wait_nodes(screen, len(category_of))
+    screen.click("Fit")
+    for node_id, name in category_of.items():  # (each is red too: no block here has its input)
+        assert face_colours(screen, node_id)[0] == rgb(categories.get(name).colour), (node_id, name)
+    screen.wait(0.5)  # the fit's animation: the closing screenshot shows every node
+
+
+def face_colours(screen, node_id: str) -> tuple[str, str]:
+    """A node's stripe and background colours, as the browser computed them."""
+    face = node(screen, node_id).find_element(By.CSS_SELECTOR, ".nc-node")
+    return tuple(screen.selenium.execute_script(
+        "const s = getComputedStyle(arguments[0]); return [s.borderLeftColor, s.backgroundColor];", face))
+
+
+def rgb(colour: str) -> str:
+    """``#rrggbb`` as the browser's computed style writes it."""
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import onnx
 import pytest
@@ -15,8 +16,11 @@ from nicegui import ui
 from nicegui.elements.upload_files import SmallFileUpload
 from nicegui.testing import User
 
+import blocks
 import graphcore as gc
 from app.editor import EDITORS, Editor
+from blocks import categories
+from graphcore.editing import ops
 
 SLOW = 30  # retries of 0.1 s for what the half-second timer refreshes (summary, autosave)
 
@@ -351,3 +355,51 @@ async def test_sample_panel_shows_a_live_grid_after_a_diffusion_run(user: User, 
     # samples are); the grid is only ever filled from the denoising-step events.
     await user.should_see("wrote", retries=1200)
     assert grid.visible and grid.source.startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize(("payload", "said"), [
+    ({"op": "explode", "id": "c1"}, "Edit refused: unknown edit op 'explode'"),
+    ({"op": "connect", "src": "f7"}, "Edit refused: edit 'connect': dst: Field required"),
+    ({"op": "move", "positions": {"c1": "left"}}, "Edit refused: edit 'move': positions.c1: Input should be"),
+    ({"nodes": ["c1"]}, "Edit refused: an edit is an object with an 'op' field"),
+])
+async def test_a_message_the_editor_cannot_read_is_logged_and_explained(user: User, caplog, payload, said):
+    await open_editor(user)
+    before = editor_of(user).session.doc.to_dict()
+    with caplog.at_level(logging.WARNING, logger="app.editor"):
+        user.find("canvas").trigger("edit", payload)
+        await user.should_see(said)
+    assert said.removeprefix("Edit refused: ") in caplog.text
+    assert editor_of(user).session.doc.to_dict() == before
+
+
+async def test_an_edit_the_session_refuses_is_explained(user: User):
+    await open_editor(user)
+    requests = {cls for cls in ops.OPS.values() if issubclass(cls, ops.Request)}
+    assert requests <= set(editor_of(user).answers)  # every request has its answer
+    user.find("canvas").trigger("edit", {"op": "connect", "src": "ghost", "dst": "c1"})
+    await user.should_see("Edit refused: no node 'ghost'")
+    user.find("canvas").trigger("edit", {"op": "add", "type": "conv3", "x": 0, "y": 0})
+    await user.should_see("Edit refused: unknown block type 'conv3'")
+
+
+async def test_a_block_dropped_on_the_canvas_is_selected(user: User):
+    await open_editor(user)
+    user.find("canvas").trigger("edit", {"op": "add", "type": "layernorm", "x": 100, "y": 400})
+    await user.should_see(marker="inspector-type")
+    assert editor_of(user).selected == ["layernorm_1"]
+    assert editor_of(user).inspector.node_id == "layernorm_1"
+
+
+async def test_the_palette_and_the_canvas_follow_the_category_table(user: User):
+    await open_editor(user)
+    used = [c for c in categories.CATEGORIES if any(s.category == c.name for s in blocks.all_specs())]
+    sections = [next(iter(user.find(f"palette-section-{c.name}").elements)) for c in used]
+    assert [s.text for s in sections] == [c.label for c in used]
+    assert [s.id for s in sections] == sorted(s.id for s in sections)  # made in the table's order
+    assert [s.value for s in sections] == [c.expanded for c in used]
+    canvas = next(iter(user.find("canvas").elements))
+    assert canvas.props["categories"] == categories.view()
+    shown = {n["category"] for n in canvas.props["graph"]["nodes"]}
+    assert shown == {"io", "conv", "activation", "pool", "reshape", "dense"}  # lenet5's
+    assert shown <= set(canvas.props["categories"])  # each with its colour

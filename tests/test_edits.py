@@ -3,11 +3,16 @@ exactly, and returns only what the canvas must redraw."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Literal
+
 import pytest
 
 import graphcore as gc
 from graphcore.core.analysis import Analysis
 from graphcore.core.document import GraphDoc
+from graphcore.editing import ops
 from graphcore.editing.session import COLUMN_WIDTH, ROW_HEIGHT, EditError, EditSession, edge_key, wrapped_columns
 
 
@@ -245,3 +250,103 @@ def test_duplicate_copies_nodes_and_their_inner_edges(session):
     assert [e["id"] for e in delta.edges_added] == ["c1_1.out->a1_1.in"]
     session.undo()
     assert session.doc.node("c1_1") is None
+
+
+# ------------------------------------------------------------------ the edit protocol (graphcore.editing.ops)
+STATIC_SRC = Path(__file__).resolve().parent.parent / "static" / "src"
+
+# One valid message per op, on lenet5; a new op without an example here fails the first test.
+EXAMPLES = {
+    "add": {"op": "add", "type": "conv2d", "x": 10, "y": 400},
+    "connect": {"op": "connect", "src": "a1", "src_port": "out", "dst": "flat", "dst_port": "in"},
+    "remove": {"op": "remove", "nodes": ["f7"], "edges": ["c1.out->a1.in"]},
+    "move": {"op": "move", "positions": {"c1": [5, 6], "a1": [300, 6]}},
+    "paste": {"op": "paste", "nodes": [{"id": "c1", "type": "conv2d", "params": {"out_channels": 4},
+                                        "label": None, "position": [0, 0]}, {"id": "a1", "type": "relu"}],
+              "edges": [{"src": "c1", "src_port": "out", "dst": "a1", "dst_port": "in"}]},
+    "duplicate": {"op": "duplicate", "ids": ["c1", "a1"]},
+    "set_params": {"op": "set_params", "id": "f6", "params": {"out_features": 50}},
+    "rename": {"op": "rename", "id": "c1", "new_id": "stem"},
+    "ungroup": {"op": "ungroup", "id": "features"},
+    "undo": {"op": "undo"},
+    "redo": {"op": "redo"},
+    "group": {"op": "group", "ids": ["c3", "a3"]},
+    "open": {"op": "open", "id": "features"},
+    "rename_request": {"op": "rename_request", "id": "c1"},
+}
+
+
+def test_every_op_has_an_example_and_parses_to_its_own_model():
+    assert set(EXAMPLES) == set(ops.OPS)
+    for name, payload in EXAMPLES.items():
+        message = ops.parse_edit(payload)
+        assert type(message) is ops.OPS[name] and message.op == name
+        assert isinstance(message, ops.SessionEdit | ops.Request)
+
+
+@pytest.mark.parametrize("name", [n for n, cls in ops.OPS.items() if issubclass(cls, ops.SessionEdit)])
+def test_every_session_edit_changes_the_document_and_undoes_exactly(name):
+    session = EditSession(gc.template("lenet5"))
+    session.group(["c3", "a3", "s4"], "features")  # for ungroup
+    session.move("x", 1, 1)  # for undo
+    if name == "redo":
+        session.undo()
+    before = state(session.doc)
+    delta = ops.parse_edit(EXAMPLES[name]).apply(session)
+    assert not delta.empty and state(session.doc) != before
+    fresh_analysis_agrees(session)
+    if name not in ("undo", "redo"):  # (those two move along the history instead)
+        session.undo()
+        assert state(session.doc) == before
+
+
+def test_an_unknown_op_is_refused_with_the_known_ones():
+    with pytest.raises(EditError, match=r"unknown edit op 'conect' \(did you mean 'connect'\?\); known: add, "):
+        ops.parse_edit({"op": "conect", "src": "a", "dst": "b"})
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    ({"op": "add", "type": "conv2d", "x": "left"}, "edit 'add': x: Input should be a valid number, unable to "
+                                                   "parse string as a number; y: Field required"),
+    ({"op": "connect", "src": "c1"}, "edit 'connect': dst: Field required"),
+    ({"op": "move", "positions": {"c1": [1, 2, 3]}}, "edit 'move': positions.c1: Tuple should have at most 2 items"),
+    ({"op": "paste", "nodes": [{"id": "c1"}]}, "edit 'paste': nodes.0.type: Field required"),
+    ({"op": "undo", "steps": 2}, "edit 'undo': steps: Extra inputs are not permitted"),
+    ({"op": "remove", "nodes": "c1"}, "edit 'remove': nodes: Input should be a valid list"),
+    ({"type": "conv2d"}, "an edit is an object with an 'op' field, got {'type': 'conv2d'}"),
+    (["add"], "an edit is an object with an 'op' field, got ['add']"),
+])
+def test_a_malformed_payload_is_refused_naming_the_field(payload, reason):
+    with pytest.raises(EditError) as refused:
+        ops.parse_edit(payload)
+    assert str(refused.value).startswith(reason)
+
+
+def test_an_op_name_is_registered_once_only():
+    with pytest.raises(ValueError, match="'undo' is already registered by Undo"):
+        @ops.edit_op
+        class Again(ops.SessionEdit):
+            op: Literal["undo"] = "undo"
+
+
+def js_table(source: str, name: str) -> str:
+    """The text of ``export const NAME = ...;`` in a JS module."""
+    match = re.search(rf"export const {name} = (.*?);\n", source, re.S)
+    assert match, f"static/src/editOps.js declares no {name}"
+    return match.group(1)
+
+
+def test_the_canvas_names_exactly_the_ops_of_the_schema():
+    """static/src/editOps.js is the canvas's one table of op names: it must name the schema's ops,
+    its requests must be the schema's requests, and the canvas must send no op outside it."""
+    table = (STATIC_SRC / "editOps.js").read_text()
+    names = dict(re.findall(r"^\s*(\w+): \"(\w+)\",", js_table(table, "OPS"), re.M))
+    assert set(names.values()) == set(ops.OPS)
+    assert len(names) == len(ops.OPS)
+    requests = re.findall(r"OPS\.(\w+)", js_table(table, "REQUESTS"))
+    assert {names[r] for r in requests} == {n for n, cls in ops.OPS.items() if issubclass(cls, ops.Request)}
+    for path in STATIC_SRC.glob("*.vue"):
+        source = path.read_text()
+        assert not re.search(r"\bop: [\"'`]", source), f"{path.name} spells an op name: use OPS from editOps.js"
+        assert set(re.findall(r"\bOPS\.(\w+)", source)) <= set(names), f"{path.name} uses an op that OPS lacks"
+    assert "OPS.ADD" in (STATIC_SRC / "FlowCanvas.vue").read_text()  # the canvas does use the table

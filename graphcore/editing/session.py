@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import blocks
+from blocks import categories
+from blocks.shapes import shape_text
 from graphcore.core import subgraphs
 from graphcore.core.analysis import Analysis, check_id
 from graphcore.core.diagnostics import GraphError
@@ -38,11 +40,6 @@ ASPECT = 1.6  # ...about this much wider than tall, like a screen
 
 class EditError(ValueError):
     """An edit that cannot be applied (unknown node, bad or taken id); the document is unchanged."""
-
-
-def shape_text(shape: Iterable[int] | None) -> str:
-    """A per-sample shape as PyTorch users read it, batch first: ``(N, 6, 28, 28)``."""
-    return "?" if shape is None else "(" + ", ".join(["N", *(str(d) for d in shape)]) + ")"
 
 
 def edge_key(edge: Edge) -> str:
@@ -136,12 +133,12 @@ class EditSession:
             "id": node.id,
             "type": node.type,
             "label": node.label,
-            "category": info.spec.category if info.spec else "unknown",
+            "category": info.spec.category if info.spec else categories.UNKNOWN,
             "params": node.params,
             "summary": key_params(node),
             "inputs": [p.name for p in info.input_ports or ()],
             "outputs": list(info.output_ports),
-            "shapes": {port: shape_text(shape) for port, shape in (info.outputs or {}).items()},
+            "shapes": {port: shape_text(shape, batch=True) for port, shape in (info.outputs or {}).items()},
             "problems": [{"severity": d.severity, "message": d.message, "hint": d.hint, "port": d.port}
                          for d in problems],
             "position": self.positions.get(node.id, [0, 0]),
@@ -185,7 +182,7 @@ class EditSession:
     def remove_nodes(self, node_ids: Iterable[str]) -> Delta:
         return self.remove(node_ids=node_ids)
 
-    def connect(self, src: str, src_port: str, dst: str, dst_port: str) -> Delta:
+    def connect(self, src: str, src_port: str | None, dst: str, dst_port: str | None) -> Delta:
         """Wire an output to an input; the input's previous edge, if any, is replaced."""
         self._node(src)
         self._node(dst)
