@@ -21,6 +21,7 @@ from blocks import (  # noqa: F401  (registers)
 )
 from blocks.spec import (
     BlockSpec,
+    Dtype,
     Example,
     NoParams,
     Params,
@@ -35,6 +36,6 @@ from blocks.spec import (
 )
 
 __all__ = [
-    "BlockSpec", "Example", "NoParams", "Params", "Port", "Shape", "ShapeError",
+    "BlockSpec", "Dtype", "Example", "NoParams", "Params", "Port", "Shape", "ShapeError",
     "all_specs", "get", "nearest", "register", "type_ids",
 ]

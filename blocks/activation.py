@@ -1,14 +1,20 @@
-"""Element-wise activations (and softmax along a dim)."""
+"""Activations: the one table of them, and a block type for each (softmax along a dim included).
+
+``ACTIVATIONS`` is the only list of activation names. The blocks registered here, the ``act``
+param of composite blocks (``ACT_CLASSES``), the names the Python builder's ``m.actv`` takes
+(``BUILDER_NAMES``) and the ONNX ops the importer maps (``ONNX_OPS``) are all read from it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
 from torch import nn
 
 from blocks.rules import torch_dim
-from blocks.spec import BlockSpec, Example, NoParams, Params, register
+from blocks.spec import BlockSpec, Example, NoParams, Params, Shape, ShapeRule, register
 
 
 class LeakyReluParams(Params):
@@ -23,34 +29,79 @@ class SoftmaxParams(Params):
     dim: int = Field(-1, description="dim to normalise over, PyTorch numbering (batch = 0)")
 
 
-def _same_shape(p, ins):
+def _same_shape(p: Params, ins: dict[str, Shape]) -> Shape:
     return ins["in"]
 
 
-def _softmax_shape(p: SoftmaxParams, ins):
+def _softmax_shape(p: SoftmaxParams, ins: dict[str, Shape]) -> Shape:
     torch_dim(p.dim, len(ins["in"]))
     return ins["in"]
 
 
-_ACTIVATIONS = {
-    # type: (params, shape rule, module factory, doc)
-    "relu": (NoParams, _same_shape, lambda p: nn.ReLU(), "max(x, 0)."),
-    "leaky_relu": (LeakyReluParams, _same_shape, lambda p: nn.LeakyReLU(p.negative_slope), "x, or slope·x below 0"),
-    "gelu": (GeluParams, _same_shape, lambda p: nn.GELU(approximate=p.approximate), "Gaussian error linear unit"),
-    "silu": (NoParams, _same_shape, lambda p: nn.SiLU(), "x · sigmoid(x) (swish)."),
-    "mish": (NoParams, _same_shape, lambda p: nn.Mish(), "x · tanh(softplus(x))."),
-    "tanh": (NoParams, _same_shape, lambda p: nn.Tanh(), "Hyperbolic tangent."),
-    "sigmoid": (NoParams, _same_shape, lambda p: nn.Sigmoid(), "1 / (1 + exp(-x))."),
-    "softmax": (SoftmaxParams, _softmax_shape, lambda p: nn.Softmax(dim=p.dim), "Probabilities along dim."),
+@dataclass(frozen=True)
+class Activation:
+    """One activation function.
+
+    ``torch_class`` names the ``torch.nn`` class that computes it; the params go to that class
+    by keyword, so they are named as in PyTorch. ``onnx`` is the ONNX op that computes it, where
+    there is one; ``aliases`` are other names the builder takes. ``block=False``: only composite
+    blocks use it, it has no block type of its own. ``elementwise=False`` (softmax): it mixes the
+    values along a dim, so composite blocks do not offer it.
+    """
+
+    torch_class: str
+    doc: str
+    params: type[Params] = NoParams
+    shape: ShapeRule = _same_shape
+    onnx: str | None = None
+    aliases: tuple[str, ...] = ()
+    block: bool = True
+    elementwise: bool = True
+
+    def module(self, params: Params) -> nn.Module:
+        return getattr(nn, self.torch_class)(**params.model_dump())
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation("ReLU", "max(x, 0).", onnx="Relu"),
+    "relu6": Activation("ReLU6", "min(max(x, 0), 6).", block=False),
+    "leaky_relu": Activation("LeakyReLU", "x, or slope·x below 0", LeakyReluParams, onnx="LeakyRelu",
+                             aliases=("lrelu",)),
+    "gelu": Activation("GELU", "Gaussian error linear unit", GeluParams, onnx="Gelu"),
+    "silu": Activation("SiLU", "x · sigmoid(x) (swish).", aliases=("swish",)),
+    "mish": Activation("Mish", "x · tanh(softplus(x)).", onnx="Mish"),
+    "hardswish": Activation("Hardswish", "x · relu6(x + 3) / 6 (MobileNet v3).", onnx="HardSwish", block=False),
+    "tanh": Activation("Tanh", "Hyperbolic tangent.", onnx="Tanh"),
+    "sigmoid": Activation("Sigmoid", "1 / (1 + exp(-x)).", onnx="Sigmoid"),
+    "softmax": Activation("Softmax", "Probabilities along dim.", SoftmaxParams, _softmax_shape, onnx="Softmax",
+                          elementwise=False),
 }
 
-for _type, (_params, _rule, _factory, _doc) in _ACTIVATIONS.items():
-    register(BlockSpec(
-        type=_type,
-        category="activation",
-        doc=_doc,
-        params=_params,
-        shape=_rule,
-        build=lambda p, ins, factory=_factory: factory(p),
-        examples=(Example({"in": (3, 4, 5)}), Example({"in": (7,)})),
-    ))
+ACT_CLASSES = {name: a.torch_class for name, a in ACTIVATIONS.items() if a.elementwise} | {"none": "Identity"}
+"""The ``act`` choices of composite blocks -> their torch.nn class ("none": no activation).
+A plain dict, so that generated code can carry it along with ``activation_module``."""
+
+BUILDER_NAMES = {alias: name for name, a in ACTIVATIONS.items() if a.block for alias in (name, *a.aliases)}
+"""Every name ``m.actv`` takes (aliases included) -> its block type."""
+
+ONNX_OPS = {a.onnx: name for name, a in ACTIVATIONS.items() if a.onnx and a.block and a.params is NoParams}
+"""ONNX ops that import as an activation block with nothing to carry over; ops with attributes
+(LeakyRelu's alpha, Gelu's approximate, Softmax's axis) have converters of their own."""
+
+
+def activation_module(name: str) -> nn.Module:
+    """The module for an ``act`` choice, with PyTorch's default settings."""
+    return getattr(nn, ACT_CLASSES[name])()
+
+
+for _name, _act in ACTIVATIONS.items():
+    if _act.block:
+        register(BlockSpec(
+            type=_name,
+            category="activation",
+            doc=_act.doc,
+            params=_act.params,
+            shape=_act.shape,
+            build=lambda p, ins, act=_act: act.module(p),
+            examples=(Example({"in": (3, 4, 5)}), Example({"in": (7,)})),
+        ))

@@ -18,12 +18,12 @@ from pydantic import Field
 from torch import nn
 
 from blocks.base import Block
-from blocks.rules import PosInt, describe, expect_min_rank, expect_rank
-from blocks.spec import BlockSpec, Example, Params, Port, Shape, ShapeError, register
+from blocks.rules import DropoutRate, PosInt, expect_min_rank, expect_rank
+from blocks.shapes import shape_text
+from blocks.spec import ANY_IN, BlockSpec, Example, Params, Port, Shape, ShapeError, promoted, register
 
 Heads = Annotated[int, Field(ge=1, le=64, description="number of attention heads (must divide the width)")]
-DropoutRate = Annotated[float, Field(ge=0, lt=1, description="probability of zeroing an element while training")]
-AttnDropoutRate = Annotated[float, Field(ge=0, lt=1, description="dropout on the attention weights while training")]
+AttnDropoutRate = Annotated[DropoutRate, Field(description="dropout on the attention weights while training")]
 Groups = Annotated[int, Field(ge=1, description="GroupNorm groups (must divide the channels)")]
 
 
@@ -216,7 +216,7 @@ def _mha_shape(p: MultiheadParams, ins: dict[str, Shape]) -> Shape:
     check_heads(d, p.num_heads, "query width", port="q")
     if s != s_v:
         raise ShapeError(
-            f"keys and values must have as many tokens: k {describe(ins['k'])}, v {describe(ins['v'])}",
+            f"keys and values must have as many tokens: k {shape_text(ins['k'])}, v {shape_text(ins['v'])}",
             hint="connect k and v to sequences of the same length", port="v",
         )
     return (t, d)
@@ -423,7 +423,9 @@ register(BlockSpec(
     category="attention",
     doc="Keeps one token: (T, D) -> (D,), e.g. the class token for a ViT head.",
     params=TokenSelectParams,
+    inputs=ANY_IN,
     shape=_select_shape,
+    output_dtype=promoted,
     build=lambda p, ins: TokenSelect(p.index),
     examples=(Example({"in": (17, 8)}), Example({"in": (5, 3)}, {"index": -1})),
 ))

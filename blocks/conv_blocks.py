@@ -13,11 +13,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from blocks.activation import ACT_CLASSES, activation_module
 from blocks.base import Block
 from blocks.rules import Pad, PosInt, Size, expect_rank, per_dim, window_out
 from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
-Activation = Literal["relu", "relu6", "leaky_relu", "silu", "gelu", "mish", "hardswish", "sigmoid", "none"]
+Act = Literal[tuple(ACT_CLASSES)]
 Norm = Literal["batch", "group", "none"]
 
 
@@ -50,15 +51,7 @@ class ConvBnAct(Block):
             self.norm = nn.GroupNorm(num_groups, out_channels, eps=eps)
         else:
             self.norm = nn.Identity()
-        self.act = self.activation(act)
-
-    @staticmethod
-    def activation(name: str) -> nn.Module:
-        """The activation module for a name ("none" gives an identity)."""
-        modules = {"relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "silu": nn.SiLU,
-                   "gelu": nn.GELU, "mish": nn.Mish, "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid,
-                   "none": nn.Identity}
-        return modules[name]()
+        self.act = activation_module(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))  # (N, C_out, H', W')
@@ -112,7 +105,7 @@ class ConvBnActParams(Params):
     stride: Size = Field(1, description="step between windows (2 halves the size)")
     dilation: Size = Field(1, description="spacing between kernel elements")
     groups: PosInt = Field(1, description="split channels into groups (= input channels: depthwise)")
-    act: Activation = Field("relu", description="activation after the norm")
+    act: Act = Field("relu", description="activation after the norm")
     norm: Norm = Field("batch", description="normalisation after the conv; 'none' gives the conv a bias")
     num_groups: PosInt = Field(8, description="groups of the group norm (norm='group' only)")
     eps: float = Field(1e-5, gt=0, description="added to the norm's variance for stability")

@@ -8,7 +8,10 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import PosInt
-from blocks.spec import BlockSpec, Example, Params, register
+from blocks.spec import ANY_IN, BlockSpec, Example, Params, promoted, register
+
+INPUT_DTYPES = {"float32": "float", "int64": "int"}
+"""An input node's ``dtype`` param -> the dtype its tensor has in the graph."""
 
 
 class InputParams(Params):
@@ -31,6 +34,7 @@ register(BlockSpec(
     params=InputParams,
     inputs=(),
     shape=lambda p, ins: tuple(p.shape),
+    output_dtype=lambda p, ins: INPUT_DTYPES[p.dtype],
     build=None,
     examples=(Example({}, {"shape": [3, 8, 8]}), Example({}, {"shape": [], "dtype": "int64"})),
 ))
@@ -40,6 +44,7 @@ register(BlockSpec(
     category="io",
     doc="A model output.",
     params=OutputParams,
+    inputs=ANY_IN,
     outputs=(),
     shape=lambda p, ins: {},
     build=None,
@@ -50,7 +55,9 @@ register(BlockSpec(
     type="identity",
     category="io",
     doc="Passes its input through unchanged.",
+    inputs=ANY_IN,
     shape=lambda p, ins: ins["in"],
+    output_dtype=promoted,
     build=lambda p, ins: nn.Identity(),
     examples=(Example({"in": (3, 8, 8)}),),
 ))

@@ -6,8 +6,9 @@ import torch
 from pydantic import Field
 
 from blocks.base import Block
-from blocks.rules import broadcast_shapes, describe, torch_dim
-from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register, variadic_ports
+from blocks.rules import broadcast_shapes, torch_dim
+from blocks.shapes import shape_text
+from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, promoted, register, variadic_ports
 
 Arity = Field(2, ge=2, le=64, description="number of inputs (ports in0 … in{n-1})")
 
@@ -58,7 +59,7 @@ class Concat(Block):
 def _concat_shape(p: ConcatParams, ins: dict[str, Shape]) -> Shape:
     first = next(iter(ins.values()))
     axis = torch_dim(p.dim, len(first))
-    listing = ", ".join(f"{port} {describe(s)}" for port, s in ins.items())
+    listing = ", ".join(f"{port} {shape_text(s)}" for port, s in ins.items())
     for shape in ins.values():
         if len(shape) != len(first) or any(a != b for i, (a, b) in enumerate(zip(shape, first)) if i != axis):
             raise ShapeError(
@@ -77,6 +78,7 @@ for _type, _cls, _doc in (("add", Add, "Sum of its inputs (residual connections)
         params=MergeParams,
         inputs=variadic_ports,
         shape=lambda p, ins: broadcast_shapes(ins),
+        output_dtype=promoted,
         build=lambda p, ins, cls=_cls: cls(),
         examples=(Example({"in0": (3, 4, 4), "in1": (3, 4, 4)}),
                   Example({"in0": (3, 4, 4), "in1": (3, 1, 1), "in2": (1, 4, 4)}, {"n": 3})),
@@ -89,6 +91,7 @@ register(BlockSpec(
     params=ConcatParams,
     inputs=variadic_ports,
     shape=_concat_shape,
+    output_dtype=promoted,
     build=lambda p, ins: Concat(p.dim),
     examples=(Example({"in0": (3, 4, 4), "in1": (5, 4, 4)}), Example({"in0": (2, 6), "in1": (2, 1)}, {"dim": -1})),
 ))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from blocks.shapes import shape_text
 from blocks.spec import Shape, ShapeError
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -15,19 +16,17 @@ NonNegInt = Annotated[int, Field(ge=0)]
 Size = PosInt | list[PosInt]
 """An int for every spatial dim, or one int per dim (as PyTorch's ``kernel_size``)."""
 Pad = NonNegInt | list[NonNegInt]
+DropoutRate = Annotated[float, Field(ge=0, lt=1, description="probability of zeroing an element while training")]
+"""Below 1: a rate of 1 would zero every element."""
 
 SPATIAL_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
-
-
-def describe(shape: Shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
 def expect_rank(shape: Shape, rank: int, layout: str, port: str | None = None) -> Shape:
     """Refuse an input whose per-sample rank is not ``rank`` (``layout`` names the dims)."""
     if len(shape) != rank:
         raise ShapeError(
-            f"expects a per-sample input {layout}, got {describe(shape)}",
+            f"expects a per-sample input {layout}, got {shape_text(shape)}",
             hint="add a reshape or flatten block before it, or pick the block for this rank",
             port=port,
         )
@@ -37,7 +36,7 @@ def expect_rank(shape: Shape, rank: int, layout: str, port: str | None = None) -
 def expect_min_rank(shape: Shape, rank: int, layout: str) -> Shape:
     if len(shape) < rank:
         raise ShapeError(
-            f"expects a per-sample input of at least {rank} dims {layout}, got {describe(shape)}",
+            f"expects a per-sample input of at least {rank} dims {layout}, got {shape_text(shape)}",
             hint="add a reshape block before it",
         )
     return shape
@@ -99,7 +98,7 @@ def broadcast_shapes(shapes: dict[str, Shape]) -> Shape:
     ports = list(shapes)
     ranks = {len(s) for s in shapes.values()}
     if len(ranks) > 1:
-        listing = ", ".join(f"{p} {describe(s)}" for p, s in shapes.items())
+        listing = ", ".join(f"{p} {shape_text(s)}" for p, s in shapes.items())
         raise ShapeError(
             f"inputs have different ranks: {listing}",
             hint="reshape the inputs so that they have the same number of dims",
@@ -108,7 +107,7 @@ def broadcast_shapes(shapes: dict[str, Shape]) -> Shape:
     for axis, dims in enumerate(zip(*shapes.values())):
         sizes = {d for d in dims if d != 1}
         if len(sizes) > 1:
-            listing = ", ".join(f"{p} {describe(shapes[p])}" for p in ports)
+            listing = ", ".join(f"{p} {shape_text(shapes[p])}" for p in ports)
             raise ShapeError(
                 f"shapes do not match in dim {axis + 1}: {listing}",
                 hint="make the sizes equal (or 1) in that dim, e.g. with a 1x1 conv or a pool",

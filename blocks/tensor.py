@@ -1,4 +1,9 @@
-"""Blocks that move or drop values without learning: dropout, flatten, reshape, permute, upsample."""
+"""Blocks that move or drop values without learning: dropout, flatten, reshape, permute, upsample.
+
+Flatten, reshape and permute only move values, so they take ids as well as floats and keep
+the dtype; dropout and upsample take floats only (PyTorch refuses int tensors there, dropout
+while training).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ from pydantic import Field
 from torch import nn
 
 from blocks.base import Block
-from blocks.rules import describe, expect_rank, torch_dim
-from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
+from blocks.rules import DropoutRate, expect_rank, torch_dim
+from blocks.shapes import shape_text
+from blocks.spec import ANY_IN, BlockSpec, Example, Params, Shape, ShapeError, promoted, register
 
 
 class DropoutParams(Params):
-    p: float = Field(0.5, ge=0, le=1, description="probability of zeroing an element while training")
+    p: DropoutRate = 0.5
 
 
 class FlattenParams(Params):
@@ -76,7 +82,9 @@ register(BlockSpec(
     category="reshape",
     doc="Joins dims start_dim…end_dim into one: (C, H, W) -> (C·H·W,).",
     params=FlattenParams,
+    inputs=ANY_IN,
     shape=_flatten_shape,
+    output_dtype=promoted,
     build=lambda p, ins: nn.Flatten(p.start_dim, p.end_dim),
     examples=(Example({"in": (3, 4, 5)}), Example({"in": (3, 4, 5)}, {"start_dim": 2})),
 ))
@@ -107,7 +115,7 @@ def _reshape_shape(p: ReshapeParams, ins: dict[str, Shape]) -> Shape:
     if not unknown and known == size:
         return tuple(p.shape)
     raise ShapeError(
-        f"cannot reshape {describe(ins['in'])} ({size} values) to {p.shape}",
+        f"cannot reshape {shape_text(ins['in'])} ({size} values) to {p.shape}",
         hint="the sizes must multiply to the same number of values; use -1 for one dim",
     )
 
@@ -117,7 +125,9 @@ register(BlockSpec(
     category="reshape",
     doc="Gives each sample a new shape with the same number of values.",
     params=ReshapeParams,
+    inputs=ANY_IN,
     shape=_reshape_shape,
+    output_dtype=promoted,
     build=lambda p, ins: Reshape(p.shape),
     examples=(Example({"in": (12,)}, {"shape": [3, 4]}), Example({"in": (2, 3, 4)}, {"shape": [-1, 2]})),
 ))
@@ -141,7 +151,7 @@ def _permute_shape(p: PermuteParams, ins: dict[str, Shape]) -> Shape:
     shape = ins["in"]
     if sorted(p.dims) != list(range(1, len(shape) + 1)):
         raise ShapeError(
-            f"dims {p.dims} is not an order of dims 1…{len(shape)} for input {describe(shape)}",
+            f"dims {p.dims} is not an order of dims 1…{len(shape)} for input {shape_text(shape)}",
             hint=f"list each of 1…{len(shape)} once (the batch dim 0 stays first)",
         )
     return tuple(shape[d - 1] for d in p.dims)
@@ -152,7 +162,9 @@ register(BlockSpec(
     category="reshape",
     doc="Reorders the dims of each sample.",
     params=PermuteParams,
+    inputs=ANY_IN,
     shape=_permute_shape,
+    output_dtype=promoted,
     build=lambda p, ins: Permute(p.dims),
     examples=(Example({"in": (3, 4, 5)}, {"dims": [2, 3, 1]}),),
 ))
@@ -165,12 +177,12 @@ def _upsample_shape(p: UpsampleParams, ins: dict[str, Shape]) -> Shape:
     if len(shape) not in _UPSAMPLE_RANKS[p.mode]:
         ranks = " or ".join(str(r) for r in sorted(_UPSAMPLE_RANKS[p.mode]))
         raise ShapeError(
-            f"mode {p.mode!r} needs a per-sample input of {ranks} dims (C, spatial…), got {describe(shape)}",
+            f"mode {p.mode!r} needs a per-sample input of {ranks} dims (C, spatial…), got {shape_text(shape)}",
             hint="pick the mode for this input: linear (C, L), bilinear (C, H, W), trilinear (C, D, H, W)",
         )
     spatial = tuple(math.floor(d * p.scale_factor) for d in shape[1:])
     if min(spatial) < 1:
-        raise ShapeError(f"scale_factor {p.scale_factor} shrinks {describe(shape)} to nothing", hint="raise it")
+        raise ShapeError(f"scale_factor {p.scale_factor} shrinks {shape_text(shape)} to nothing", hint="raise it")
     return (shape[0], *spatial)
 
 

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from blocks.attention import DropoutRate, Groups, Heads, SelfAttention2d, attention_macs, check_groups, check_heads
+from blocks.attention import Groups, Heads, SelfAttention2d, attention_macs, check_groups, check_heads
 from blocks.base import Block
-from blocks.rules import PosInt, describe, expect_rank
+from blocks.rules import DropoutRate, PosInt, expect_rank
+from blocks.shapes import shape_text
 from blocks.spec import BlockSpec, Example, Params, Port, Shape, ShapeError, register
 
 ResBlocks = Annotated[int, Field(ge=1, le=8, description="residual blocks in the stage")]
@@ -162,7 +163,7 @@ class TimeEmbeddingParams(Params):
 def _time_shape(p: TimeEmbeddingParams, ins: dict[str, Shape]) -> Shape:
     if ins["in"] != ():
         raise ShapeError(
-            f"expects one timestep per sample (shape []), got {describe(ins['in'])}",
+            f"expects one timestep per sample (shape []), got {shape_text(ins['in'])}",
             hint="connect an input with shape [] and dtype int64 (or float32)",
         )
     return (4 * p.dim,)
@@ -174,7 +175,7 @@ register(BlockSpec(
     doc="Timestep t (shape [], int or float) to a vector (4·dim,): sinusoidal embedding, then "
         "Linear -> SiLU -> Linear (DDPM).",
     params=TimeEmbeddingParams,
-    inputs=(Port("in", dtype="int"),),
+    inputs=(Port("in", dtype="any"),),
     shape=_time_shape,
     build=lambda p, ins: TimeEmbedding(p.dim),
     macs=lambda p, ins, outs: p.dim * 4 * p.dim + (4 * p.dim) ** 2,
@@ -316,7 +317,7 @@ def _up_shape(p: UpParams, ins: dict[str, Shape]) -> Shape:
     size = (2 * h, 2 * w) if p.upsample else (h, w)
     if size != (hs, ws):
         raise ShapeError(
-            f"'in' {describe(ins['in'])}{' upsampled' if p.upsample else ''} is {size[0]}x{size[1]} "
+            f"'in' {shape_text(ins['in'])}{' upsampled' if p.upsample else ''} is {size[0]}x{size[1]} "
             f"but 'skip' is {hs}x{ws}",
             hint="connect the skip of the unet_down at the matching level", port="skip",
         )

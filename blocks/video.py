@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from blocks.attention import Attention, DropoutRate, Groups, Heads, attention_macs, check_groups, check_heads
+from blocks.attention import Attention, Groups, Heads, attention_macs, check_groups, check_heads
 from blocks.base import Block
-from blocks.rules import PosInt, expect_rank
+from blocks.rules import DropoutRate, PosInt, expect_rank
 from blocks.spec import BlockSpec, Example, Params, Port, Shape, ShapeError, register
 from blocks.unet import ResBlock
 

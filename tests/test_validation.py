@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import blocks
 import graphcore as gc
 from graphcore.cli import main
 from graphcore.core.analysis import Analysis
@@ -230,3 +231,12 @@ def test_analysis_never_raises_on_nonsense_wiring():
     analysis = Analysis(doc)
     assert not analysis.ok
     assert all(d.node_id in {"s", "x", "y", None} for d in analysis.diagnostics)
+
+
+@pytest.mark.parametrize("block, param", [("dropout", "p"), ("dropout2d", "p"), ("ffn", "dropout"),
+                                          ("transformer_block", "attention_dropout"), ("unet_mid", "dropout")])
+def test_a_dropout_rate_of_one_is_refused_everywhere(block, param):
+    """A rate of 1 would zero every element; every dropout param shares one bound."""
+    assert blocks.get(block).params.model_validate({param: 0.99})
+    problem = only_error(chain(X, ("d", block, {param: 1.0}), Y))
+    assert problem.node_id == "d" and f"param {param!r} = 1.0" in problem.message and "less than 1" in problem.message

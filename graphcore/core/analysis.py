@@ -1,10 +1,11 @@
 """Validation and shape inference, in one pass over the graph, with an incremental update.
 
 ``Analysis(doc)`` checks every node (id, type, params), every edge, the ports, cycles and
-the presence of inputs and outputs, then infers every port's per-sample shape from the
-blocks' shape rules in topological order. A node whose upstream already has a problem is
-not inferred and gets no second, derived complaint: each problem is reported once, where
-it starts.
+the presence of inputs and outputs, then infers every port's per-sample shape and dtype
+(float, or int for ids) from the blocks' rules in topological order, and checks that each
+edge brings the dtype its port takes. A node whose upstream already has a problem is not
+inferred and gets no second, derived complaint: each problem is reported once, where it
+starts. Dtypes need no shapes, so they are inferred past a shape problem.
 
 The editor keeps one ``Analysis`` per document: after a param edit it calls
 ``update_node(id)``, which re-checks that node and re-infers only its descendants, stopping
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from torch import fx, nn
 
 import blocks
-from blocks import BlockSpec, Params, Port, Shape, ShapeError
+from blocks import BlockSpec, Dtype, Params, Port, Shape, ShapeError
 from graphcore.core.diagnostics import Diagnostic, error, warning
 from graphcore.core.document import Edge, GraphDoc, Node
 from graphcore.core.subgraphs import Library
@@ -36,6 +37,13 @@ RESERVED_IDS = frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | {"doc",
 
 
 _BLOCKS_ONLY = Library()
+
+# What each dtype is, and how to get it, for the message when a port gets the other one.
+_DTYPE_WORDS: dict[str, str] = {"float": "a float tensor", "int": "an int tensor (ids)"}
+_DTYPE_HINTS: dict[str, str] = {
+    "int": "feed it ids: an input with dtype int64 (class ids, token ids or timesteps)",
+    "float": "ids become float vectors through an embedding block; or give the input dtype float32",
+}
 
 
 @dataclass(slots=True)
@@ -49,15 +57,22 @@ class NodeInfo:
     problems: list[Diagnostic] = field(default_factory=list)  # id, type, params
     wiring: list[Diagnostic] = field(default_factory=list)  # edges and ports
     shape_problem: Diagnostic | None = None
+    dtype_problems: tuple[Diagnostic, ...] = ()  # edges that bring a dtype their port does not take
     inputs: dict[str, Shape] | None = None  # per-sample shapes arriving at connected ports
     outputs: dict[str, Shape] | None = None  # per-sample shapes leaving each output port
+    dtypes: dict[str, Dtype] | None = None  # dtype leaving each output port
 
     @property
     def output_ports(self) -> tuple[str, ...]:
         return self.spec.outputs if self.spec else ()
 
     def diagnostics(self) -> list[Diagnostic]:
-        return self.problems + self.wiring + ([self.shape_problem] if self.shape_problem else [])
+        shape = [self.shape_problem] if self.shape_problem else []
+        return [*self.problems, *self.wiring, *self.dtype_problems, *shape]
+
+    def inferred(self) -> tuple:
+        """What inference derives for this node, to tell whether an update changed it."""
+        return self.outputs, self.dtypes, self.shape_problem, self.dtype_problems
 
 
 @functools.lru_cache(maxsize=8192)
@@ -249,20 +264,20 @@ class Analysis:
 
     def _infer(self, node_id: str) -> None:
         info = self.nodes[node_id]
-        info.inputs = info.outputs = info.shape_problem = None
+        info.inputs = info.outputs = info.dtypes = info.shape_problem = None
+        info.dtype_problems = ()
         if info.params is None or info.input_ports is None:
             return
+        edges = self.in_edges[node_id]
+        if any(not p.optional and p.name not in edges for p in info.input_ports):
+            return
+        self._infer_dtypes(node_id, info)
         if node_id in self.input_shapes:
             info.outputs = {"out": tuple(self.input_shapes[node_id])}
             return
-        inputs = {}
-        for port_name, (src, src_port) in self.in_edges[node_id].items():
-            upstream = self.nodes[src].outputs
-            if upstream is None:
-                return  # the problem is upstream and is reported there
-            inputs[port_name] = upstream[src_port]
-        if any(not p.optional and p.name not in inputs for p in info.input_ports):
-            return
+        inputs = self._arriving(edges, "outputs")
+        if inputs is None:
+            return  # the problem is upstream and is reported there
         info.inputs = inputs
         try:
             info.outputs = info.spec.infer(info.params, inputs)
@@ -271,6 +286,36 @@ class Analysis:
         except Exception as exc:  # a bug in a shape rule: say so, but keep the editor alive
             info.shape_problem = error(node_id, f"internal error in the {info.node.type} shape rule: "
                                        f"{type(exc).__name__}: {exc}", hint="please report this graph")
+
+    def _infer_dtypes(self, node_id: str, info: NodeInfo) -> None:
+        """Output dtypes from the dtypes arriving; an error per port that gets the wrong one."""
+        edges = self.in_edges[node_id]
+        arriving = self._arriving(edges, "dtypes")
+        if arriving is None:
+            return
+        info.dtypes = info.spec.infer_dtypes(info.params, arriving)
+        info.dtype_problems = tuple(
+            self._dtype_problem(node_id, port.name, port.dtype, arriving[port.name], edges[port.name])
+            for port in info.input_ports
+            if port.name in arriving and port.dtype not in ("any", arriving[port.name]))
+
+    def _arriving(self, edges: dict[str, tuple[str, str]], attr: str) -> dict | None:
+        """What arrives at each connected port, read from the upstream ``NodeInfo.<attr>``
+        ("outputs": shapes, "dtypes"); None when an upstream node has none."""
+        arriving = {}
+        for port_name, (src, src_port) in edges.items():
+            upstream = getattr(self.nodes[src], attr)
+            if upstream is None:
+                return None
+            arriving[port_name] = upstream[src_port]
+        return arriving
+
+    @staticmethod
+    def _dtype_problem(node_id: str, port: str, takes: Dtype, got: Dtype, source: tuple[str, str]) -> Diagnostic:
+        src, src_port = source
+        where = src if src_port == "out" else f"{src}.{src_port}"
+        return error(node_id, f"port {port!r} takes {_DTYPE_WORDS[takes]}, got {got} from {where!r}",
+                     hint=_DTYPE_HINTS[takes], port=port)
 
     def _problem(self, node_id: str | None, problem: Diagnostic) -> None:
         if node_id is not None and node_id in self.nodes:
@@ -293,6 +338,10 @@ class Analysis:
         return {(nid, port): (None, *shape)
                 for nid, info in self.nodes.items() if info.outputs
                 for port, shape in info.outputs.items()}
+
+    def dtypes_arriving(self, node_id: str) -> dict[str, Dtype] | None:
+        """The dtype arriving at each connected input port of a node; None when one is unknown."""
+        return self._arriving(self.in_edges[node_id], "dtypes")
 
     def node_diagnostics(self, node_id: str) -> list[Diagnostic]:
         info = self.nodes.get(node_id)
@@ -322,11 +371,12 @@ class Analysis:
         while heap:
             _, nid = heapq.heappop(heap)
             info = self.nodes[nid]
-            before = (info.outputs, info.shape_problem)
+            before = info.inferred()
             self._infer(nid)
-            if (info.outputs, info.shape_problem) != before:
+            after = info.inferred()
+            if after != before:
                 changed.add(nid)
-            if info.outputs != before[0] or nid == node_id:
+            if after[:2] != before[:2] or nid == node_id:  # what successors read: shapes and dtypes
                 for succ in self.successors[nid]:
                     if succ not in queued and succ in self.rank:
                         queued.add(succ)
@@ -335,10 +385,10 @@ class Analysis:
 
     def rebuild(self) -> set[str]:
         """Full re-analysis after a structural edit; returns the ids whose results changed."""
-        before = {nid: (info.outputs, info.diagnostics()) for nid, info in self.nodes.items()}
+        before = {nid: (info.outputs, info.dtypes, info.diagnostics()) for nid, info in self.nodes.items()}
         graph_before = list(self.graph_problems)
         self._build()
-        after = {nid: (info.outputs, info.diagnostics()) for nid, info in self.nodes.items()}
+        after = {nid: (info.outputs, info.dtypes, info.diagnostics()) for nid, info in self.nodes.items()}
         changed = {nid for nid in before.keys() | after.keys() if before.get(nid) != after.get(nid)}
         moved = {d.node_id for d in set(graph_before) ^ set(self.graph_problems) if d.node_id is not None}
         return changed | moved

@@ -6,21 +6,26 @@ nodes its output ports: with one input the port is ``in``, with one output ``out
 wires like any block); with several, each port is named after its input/output node's id.
 
 Shapes are not frozen at grouping time: the subgraph is re-inferred with the shapes that
-actually arrive, like a function, so one subgraph can be reused at several sizes. The
-``repeat`` param stacks it N times; after the first copy the shape must stay the same.
+actually arrive, like a function, so one subgraph can be reused at several sizes. Dtypes
+are fixed by the subgraph itself: each input port takes its input node's dtype, and each
+output has the dtype that reaches its output node. The ``repeat`` param stacks it N times; after the first copy the
+shape and dtype must stay the same.
 Subgraphs may use other subgraphs of the same file (one library per file), but not themselves.
 A subgraph compiles to its own ``nn.Module`` (a ``GraphModel`` named after it).
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import functools
+
+from pydantic import Field, ValidationError
 from torch import nn
 
 import blocks
-from blocks import BlockSpec, Params, Port, Shape, ShapeError
+from blocks import BlockSpec, Dtype, Params, Port, Shape, ShapeError
+from blocks.spec import PortDtype
 from graphcore.core.diagnostics import errors
-from graphcore.core.document import GraphDoc
+from graphcore.core.document import GraphDoc, Node
 
 PREFIX = "subgraph:"
 
@@ -69,11 +74,33 @@ class Library:
         return Library(self.subgraphs, (*self.outer, name))
 
 
+def input_dtype(node: Node) -> PortDtype:
+    """The dtype an input node gives its tensor; "any" while its params are not valid (the
+    analysis of the subgraph reports them)."""
+    spec = blocks.get("input")
+    try:
+        params = spec.params.model_validate(node.params)
+    except ValidationError:
+        return "any"
+    return spec.infer_dtypes(params, {})["out"]
+
+
 def subgraph_spec(library: Library, name: str) -> BlockSpec:
     """A block spec made on the fly for ``subgraph:NAME``."""
     sub = library.subgraphs[name]
     inputs, outputs = boundary(sub, "input"), boundary(sub, "output")
+    ports = tuple(Port(port, dtype=input_dtype(sub.node(nid))) for port, nid in inputs)
     inner_library = library.inside(name)
+
+    @functools.cache
+    def output_dtypes() -> dict[str, Dtype] | None:
+        """The dtype reaching each output node; they do not depend on the outer graph, since the
+        input ports take only their input nodes' dtypes. None when the inside cannot tell."""
+        from graphcore.core.analysis import Analysis
+
+        analysis = Analysis(sub, library=inner_library)
+        arriving = [(analysis.dtypes_arriving(nid) or {}).get("in") for _, nid in outputs]
+        return None if None in arriving else {port: dtype for (port, _), dtype in zip(outputs, arriving)}
 
     def analyse(shapes: dict[str, Shape]):
         from graphcore.core.analysis import Analysis  # analysis resolves subgraphs through this module
@@ -91,6 +118,9 @@ def subgraph_spec(library: Library, name: str) -> BlockSpec:
         """The analysis of each copy, in order."""
         if params.repeat > 1 and (len(inputs) != 1 or len(outputs) != 1):
             raise ShapeError("repeat needs a subgraph with one input and one output", hint="set repeat to 1")
+        if params.repeat > 1 and output_dtypes() not in (None, {"out": ports[0].dtype}):
+            raise ShapeError(f"repeat: each copy takes {ports[0].dtype} but gives {output_dtypes()['out']}",
+                             hint="repeat stacks copies that keep the dtype; set repeat to 1")
         shapes, copies = ins, []
         for i in range(params.repeat):
             analysis = analyse(shapes)
@@ -120,9 +150,10 @@ def subgraph_spec(library: Library, name: str) -> BlockSpec:
         category="subgraph",
         doc=f"Subgraph {name!r} ({len(sub.nodes)} nodes).",
         params=SubgraphParams,
-        inputs=tuple(Port(port) for port, _ in inputs),
+        inputs=ports,
         outputs=tuple(port for port, _ in outputs),
         shape=lambda params, ins: repeated(params, ins)[1],
+        output_dtype=lambda params, ins: output_dtypes(),
         build=build,
         macs=macs,
     )

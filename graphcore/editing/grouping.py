@@ -36,8 +36,7 @@ def group(doc: GraphDoc, node_ids: list[str], name: str) -> GraphDoc:
     sub_nodes = []
     for source, input_id in input_ids.items():
         shape = analysis.nodes[source[0]].outputs[source[1]]
-        dtype = "int64" if doc.node(source[0]).type == "input" and \
-            doc.node(source[0]).params.get("dtype") == "int64" else "float32"
+        dtype = "int64" if analysis.nodes[source[0]].dtypes[source[1]] == "int" else "float32"
         sub_nodes.append(Node(id=input_id, type="input", params={"shape": list(shape), "dtype": dtype}))
     sub_nodes += [n for n in doc.nodes if n.id in selected]
     sub_nodes += [Node(id=output_id, type="output") for output_id in output_ids.values()]

@@ -27,16 +27,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from blocks.activation import BUILDER_NAMES as ACTIVATIONS
 from graphcore.core.analysis import RESERVED_IDS, Analysis
 from graphcore.core.compiler import GraphModel, compile
 from graphcore.core.diagnostics import GraphError, error, errors
 from graphcore.core.document import Edge, GraphDoc, Node
 from graphcore.core.names import Namespace, identifier
 
-ACTIVATIONS = {
-    "relu": "relu", "gelu": "gelu", "silu": "silu", "swish": "silu", "mish": "mish", "tanh": "tanh",
-    "sigmoid": "sigmoid", "lrelu": "leaky_relu", "leaky_relu": "leaky_relu", "softmax": "softmax",
-}
 NORMS = {"batch": "batchnorm2d", "group": "groupnorm"}
 
 
