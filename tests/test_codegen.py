@@ -6,6 +6,7 @@ template, in a fresh ``python -I`` that cannot import NetCanvas), so new entries
 
 import ast
 import io
+import re
 import subprocess
 import sys
 import tokenize
@@ -19,7 +20,7 @@ import graphcore as gc
 from graphcore.core.analysis import Analysis
 from graphcore.core.document import Edge, GraphDoc, Node
 from graphcore.core.inputs import input_specs, random_inputs
-from graphcore.interchange.codegen import literal
+from graphcore.interchange.codegen import comment, literal
 
 QUICK_TEMPLATES = {"lenet5"}
 SLOW = pytest.mark.slow
@@ -102,11 +103,41 @@ def test_the_code_reads_like_hand_written_pytorch():
     source = gc.to_python(gc.template("lenet5"))
     assert "class Lenet5(nn.Module):" in source
     assert "self.c1 = nn.Conv2d(1, 6, 5, padding=2)" in source
-    assert "c1 = self.c1(x)  # (B, 6, 28, 28)" in source
-    assert "f7 = self.f7(a6)  # (B, 10)" in source
+    assert "c1 = self.c1(x)  # (N, 6, 28, 28)" in source
+    assert "f7 = self.f7(a6)  # (N, 10)" in source
     assert "def build_model(" in source
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert all("graphcore" not in line and "blocks" not in line for line in imports)
+
+
+CALL_LINE = re.compile(r"= self\.(\w+)\(.*\)  # (.*)$")
+SHAPE_COMMENT = re.compile(r"(?:(\w+) )?\(([^()]*)\)")  # "(N, 6, 28, 28)" or "out (N, 8), skip (N, 4)"
+
+
+def network_forward(source: str) -> list[str]:
+    """The lines of the network class's forward (the last class in the file)."""
+    net = [node for node in ast.parse(source).body if isinstance(node, ast.ClassDef)][-1]
+    forward = next(f for f in net.body if isinstance(f, ast.FunctionDef) and f.name == "forward")
+    return source.splitlines()[forward.body[0].lineno - 1: forward.end_lineno]
+
+
+@pytest.mark.parametrize("doc", [gc.template("lenet5"), gc.template("unet_ddpm_small"),
+                                 gc.group(gc.template("lenet5"), ["c3", "a3", "s4"], "conv_stage")],
+                         ids=["lenet5", "unet_ddpm_small (two outputs)", "lenet5 with a subgraph"])
+def test_forward_lines_follow_the_fx_graph_and_comment_the_inferred_shapes(doc):
+    model = gc.compile(doc)
+    lines = network_forward(gc.to_python(doc))
+    calls = [CALL_LINE.search(line).groups() for line in lines[:-1]]
+    assert [module for module, _ in calls] == [n.target for n in model.graph.nodes if n.op == "call_module"]
+    assert lines[-1].strip().startswith("return ")
+    inferred = gc.infer_shapes(doc)
+    for module, text in calls:
+        want = {port: shape for (node_id, port), shape in inferred.items() if node_id == module}
+        got = {port: tuple(None if d == "N" else int(d) for d in dims.split(", "))
+               for port, dims in SHAPE_COMMENT.findall(text)}
+        if list(got) == [""]:  # one output: the comment is its shape alone
+            got = {next(iter(want)): got[""]}
+        assert got == want, module
 
 
 def test_composite_block_classes_come_with_their_dependencies_and_no_block_base():
@@ -163,6 +194,8 @@ def test_hostile_names_labels_and_notes_never_become_code(tmp_path, text):
         return ast.dump(tree).replace(repr(net), "'NET'")
 
     source = gc.to_python(graph(text))
+    note = f"  # {comment(text)}" if text else ""
+    assert f"self.fc = nn.Linear(4, 2){note}\n" in source  # the label stays, escaped, as a comment
     # the hostile graph compiles to exactly the same program as a plain one: user text added no code
     assert code_shape(source) == code_shape(gc.to_python(graph("plain")))
     # outside the class name (an identifier made by graphcore.core.names), user text is in comments only
@@ -214,3 +247,21 @@ def test_subgraphs_become_classes_of_their_own():
         assert torch.equal(generated(x), compiled(x))
     assert "self.conv_stage = Conv_stage()" in source
     assert "nn.Sequential(Squash(), Squash(), Squash())" in source
+    assert "        c3 = self.c3(x)  # (N, 16, 10, 10)\n" in source  # subgraph forwards carry shapes too
+    assert "        a5 = self.a5(x)  # (N, 120)\n" in source  # three copies, one shape: kept
+
+
+def test_a_subgraph_reused_at_several_sizes_is_one_class_without_shape_comments():
+    doc = gc.group(gc.template("lenet5"), ["a1"], "act")
+    for node_id in ("a3", "a5"):  # the same tanh subgraph at (6, 28, 28), (16, 10, 10) and (120)
+        doc.node(node_id).type, doc.node(node_id).params = "subgraph:act", {}
+    source = gc.to_python(doc)
+    assert [line.strip() for line in source.splitlines() if "= Act(" in line] == [
+        "self.act = Act()", "self.a3 = Act()", "self.a5 = Act()"]
+    assert "        a1 = self.a1(x)\n" in source  # no one shape is true for every use
+    compiled = gc.compile(doc).eval()
+    generated = load_source(source)["build_model"]().eval()
+    generated.load_state_dict(compiled.state_dict(), strict=True)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(generated(x), compiled(x))

@@ -44,6 +44,19 @@ def test_forward_is_generated_code_one_line_per_node():
     assert isinstance(model, torch.fx.GraphModule) and type(model).__name__ == "Lenet5"
 
 
+def test_the_fx_graph_notes_each_values_shape_and_each_modules_label():
+    doc = gc.template("unet_ddpm_small")
+    doc.node("conv_in").label = "stem"
+    graph = gc.compile(doc).graph
+    inferred = gc.infer_shapes(doc)
+    calls = {n.target: n for n in graph.nodes if n.op == "call_module"}
+    assert calls["conv_in"].meta["label"] == "stem"
+    assert calls["conv_in"].meta["shape"] == inferred[("conv_in", "out")]
+    skip = next(item for item in calls["down0"].users if item.meta["port"] == "skip")
+    assert skip.meta["shape"] == inferred[("down0", "skip")] == (None, 32, 16, 16)
+    assert [n.meta["shape"] for n in graph.nodes if n.op == "placeholder"] == [(None, 1, 16, 16), (None,)]
+
+
 def test_submodules_are_named_by_node_id():
     model = gc.compile(gc.template("lenet5"))
     assert list(model.state_dict())[:2] == ["c1.weight", "c1.bias"]

@@ -95,6 +95,12 @@ def compile(doc: GraphDoc, *, analysis: Analysis | None = None, fuse: bool = Fal
     """Build the model; a graph with errors raises ``GraphError`` listing every problem.
 
     ``fuse=True`` returns the inference model with BatchNorm folded (see ``GraphModel.fuse``).
+
+    The fx graph is the one description of the forward (the Python export writes it out):
+    required ports are positional in port order, connected optional ports are keywords, and a
+    node with several outputs is one call followed by an ``operator.getitem`` per port. Every fx
+    node that holds a tensor has ``meta["shape"]``, batch as ``None`` like ``gc.infer_shapes``;
+    module calls have ``meta["label"]`` (the user's label) and getitems ``meta["port"]``.
     """
     analysis = analysis or Analysis(doc)
     problems = errors(analysis.diagnostics)
@@ -106,7 +112,8 @@ def compile(doc: GraphDoc, *, analysis: Analysis | None = None, fuse: bool = Fal
     results: dict[str, fx.Node] = {}
     for node in doc.nodes:  # forward's arguments in document order
         if node.type == "input":
-            values[(node.id, "out")] = graph.placeholder(analysis.nodes[node.id].params.name or node.id)
+            info = analysis.nodes[node.id]
+            values[(node.id, "out")] = _with_shape(graph.placeholder(info.params.name or node.id), info.outputs["out"])
     for node_id in analysis.order:
         info = analysis.nodes[node_id]
         if info.node.type == "input" or node_id not in analysis.live:
@@ -119,14 +126,22 @@ def compile(doc: GraphDoc, *, analysis: Analysis | None = None, fuse: bool = Fal
         kwargs = {p.name: values[edges[p.name]] for p in info.input_ports if p.optional and p.name in edges}
         root.add_module(node_id, info.spec.build(info.params, info.inputs))
         call = graph.call_module(node_id, args, kwargs)
-        if len(info.spec.outputs) == 1:
-            values[(node_id, info.spec.outputs[0])] = call
+        call.meta["label"] = info.node.label
+        ports = info.spec.outputs
+        if len(ports) == 1:
+            values[(node_id, ports[0])] = _with_shape(call, info.outputs[ports[0]])
         else:
-            for i, port in enumerate(info.spec.outputs):
-                values[(node_id, port)] = graph.create_node(
-                    "call_function", operator.getitem, (call, i), name=f"{node_id}_{port}")
+            for i, port in enumerate(ports):
+                item = graph.create_node("call_function", operator.getitem, (call, i), name=f"{node_id}_{port}")
+                item.meta["port"] = port
+                values[(node_id, port)] = _with_shape(item, info.outputs[port])
     outputs = [results[n.id] for n in doc.nodes if n.type == "output"]
     graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     graph.lint()
     model = GraphModel(root, graph, doc.model_copy(deep=True))
     return model.fuse() if fuse else model
+
+
+def _with_shape(node: fx.Node, shape: tuple[int, ...]) -> fx.Node:
+    node.meta["shape"] = (None, *shape)
+    return node

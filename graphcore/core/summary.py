@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from blocks.shapes import shape_text
 from graphcore.core.analysis import Analysis
 from graphcore.core.diagnostics import GraphError, errors
 from graphcore.core.document import GraphDoc
@@ -39,7 +40,7 @@ class Summary:
 
     def __str__(self) -> str:
         header = ("node", "type", "output shape", "params", "MACs")
-        body = [(r.node_id, r.type, _shape_text(r.shape), f"{r.params:,}", human(r.macs)) for r in self.rows]
+        body = [(r.node_id, r.type, shape_text(r.shape), f"{r.params:,}", human(r.macs)) for r in self.rows]
         widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
         align = ("<", "<", "<", ">", ">")
         lines = ["  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths)) for row in [header, *body]]
@@ -53,10 +54,6 @@ def human(count: int) -> str:
         if count >= size:
             return f"{count / size:.2f} {unit}"
     return str(count)
-
-
-def _shape_text(shape) -> str:
-    return "?" if shape is None else "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
 
 
 def summary(doc: GraphDoc, *, analysis: Analysis | None = None) -> Summary:

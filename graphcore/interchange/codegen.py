@@ -4,7 +4,9 @@ The file holds the block classes the graph uses (their own source, with NetCanva
 base replaced by ``nn.Module``, and any block classes or helpers they use, dependencies first),
 the network class named after the graph, ``build_model()`` and a ``__main__`` that runs one
 forward pass. Submodules are named after node ids, as in the compiled model, so a state_dict
-saved in NetCanvas loads into the generated code with ``strict=True``.
+saved in NetCanvas loads into the generated code with ``strict=True``. Every ``forward`` (the
+network's and each subgraph's) is written from the compiled model's fx graph, one line per module
+call with its output shapes as a comment, so the file calls modules exactly as the model does.
 
 Safety: every identifier comes through ``graphcore.core.names``; user text (graph name, labels,
 input names) only enters as a ``repr()`` literal or inside a comment, escaped onto one line.
@@ -26,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from blocks.base import Block
+from blocks.shapes import shape_text
 from graphcore.core.analysis import Analysis
 from graphcore.core.compiler import GraphModel, compile
 from graphcore.core.diagnostics import GraphError
@@ -45,6 +48,9 @@ _ATTRIBUTE_OF = {
     (nn.MultiheadAttention, "add_bias_kv"): lambda m: m.bias_k is not None,
 }
 _SKIPPED_ARGS = {"device", "dtype"}
+
+Line = tuple[str, str]
+"""A line of a generated ``forward``: its code and its shape comment ("" for none)."""
 
 
 def to_python(doc: GraphDoc) -> str:
@@ -79,10 +85,6 @@ def literal(value: Any) -> str:
     if isinstance(value, dict) and all(isinstance(k, str | int) for k in value):
         return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"{type(value).__name__} value {value!r} cannot be written as a literal")
-
-
-def shape_comment(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(["B", *(str(d) for d in shape)]) + ")"
 
 
 # ----------------------------------------------------------------------------- module constructors
@@ -303,6 +305,27 @@ def _signature_of(module: nn.Module) -> tuple[str, dict[str, tuple]]:
             {k: tuple(v.shape) for k, v in module.state_dict().items()})
 
 
+def _call_line(node: fx.Node, values: dict[fx.Node, str], local: Namespace) -> Line:
+    """``("c1 = self.c1(x)", "(N, 6, 28, 28)")``: a module call and its output shapes; a node with
+    several outputs unpacks its getitems."""
+    call = [values[a] for a in node.args] + [f"{k}={values[v]}" for k, v in node.kwargs.items()]
+    items = sorted((u for u in node.users if u.target is operator.getitem), key=lambda u: u.args[1])
+    if items:
+        for item in items:
+            values[item] = local.name(f"{node.target}_{item.meta['port']}")
+        shapes = ", ".join(f"{item.meta['port']} {shape_text(item.meta['shape'])}" for item in items)
+    else:
+        values[node] = local.name(node.target)
+        shapes = shape_text(node.meta["shape"])
+    targets = ", ".join(values[item] for item in items or [node])
+    return f"{targets} = self.{node.target}({', '.join(call)})", shapes
+
+
+def _lines(forward: list[Line], shapes: bool = True) -> list[str]:
+    """The lines' text, with or without their shape comments."""
+    return [f"{code}  # {comment}" if shapes and comment else code for code, comment in forward]
+
+
 # ----------------------------------------------------------------------------- the writer
 class _Writer:
     def __init__(self, analysis: Analysis, model: GraphModel):
@@ -311,7 +334,7 @@ class _Writer:
         self.doc = analysis.doc
         self.top = Namespace({"annotations", "build_model", "model", "out", "y"})
         self.defs = _Definitions(self.top)
-        self._subgraph_bodies: dict[str, str] = {}
+        self._subgraph_classes: dict[str, tuple[str, str]] = {}  # code -> class name, body
         self.defs.bind("torch", torch, "the network")
         self.defs.bind("nn", nn, "the network")
         self.defs.bind("sys", sys, "the network")
@@ -339,46 +362,39 @@ class _Writer:
         return expr
 
     def _subgraph_class(self, model: GraphModel, node_id: str) -> str:
-        """A class for a subgraph's compiled model, written from its torch.fx graph."""
-        local = Namespace({"self"})
-        init, forward, values, args = [], [], {}, []
-        for child, module in model.named_children():
-            init.append(f"self.{Namespace(avoid_builtins=False).name(child)} = {self.constructor(module, node_id)}")
-        for node in model.graph.nodes:
-            if node.op == "placeholder":
-                values[node] = local.name(node.target)
-                args.append(values[node])
-            elif node.op == "call_module":
-                values[node] = local.name(node.name)
-                call = [values[a] for a in node.args] + [f"{k}={values[v]}" for k, v in node.kwargs.items()]
-                forward.append(f"{values[node]} = self.{node.target}({', '.join(call)})")
-            elif node.op == "call_function" and node.target is operator.getitem:
-                values[node] = local.name(node.name)
-                forward.append(f"{values[node]} = {values[node.args[0]]}[{int(node.args[1])}]")
-            elif node.op == "output":
-                result = node.args[0]
-                items = result if isinstance(result, tuple) else (result,)
-                forward.append("return " + ", ".join(values[item] for item in items))
-            else:
-                raise GraphError(f"node {node_id!r}: subgraph step {node.op} {node.target} cannot be exported")
-        body = "\n".join([
-            f'{INDENT}"""A subgraph of the network: a block made of blocks."""',
-            "",
-            f"{INDENT}def __init__(self):",
-            f"{INDENT * 2}super().__init__()",
-            *(INDENT * 2 + line for line in init),
-            "",
-            f"{INDENT}def forward(self, {', '.join(args)}):",
-            *(INDENT * 2 + line for line in forward),
-        ])
-        if body in self._subgraph_bodies:  # copies of a repeated subgraph share one class
-            return self._subgraph_bodies[body]
+        """A class for a subgraph's compiled model (held by the node ``node_id``).
+
+        Uses with the same code share one class; its shape comments stay only while every use
+        has the same shapes, since a subgraph reused at several sizes has no one true shape."""
+        init, args, forward = self._module_code(model, node_id)
+
+        def body(shapes: bool) -> str:
+            return "\n".join([
+                f'{INDENT}"""A subgraph of the network: a block made of blocks."""',
+                "",
+                f"{INDENT}def __init__(self):",
+                f"{INDENT * 2}super().__init__()",
+                *(INDENT * 2 + line for line in init),
+                "",
+                f"{INDENT}def forward(self, {', '.join(args)}):",
+                *(INDENT * 2 + line for line in _lines(forward, shapes)),
+            ])
+
+        plain, commented = body(shapes=False), body(shapes=True)
+        if plain in self._subgraph_classes:
+            name, written = self._subgraph_classes[plain]
+            if written != commented:
+                self._define_subgraph(plain, name, self.defs.defs[name], plain)
+            return name
         name = self.top.name(class_name(model.doc.name), fallback="Subgraph")
-        self._subgraph_bodies[body] = name
-        code = "\n".join([f"# The subgraph {comment(repr(model.doc.name))}.", f"class {name}(nn.Module):", body])
-        self.defs.defs[name] = model
-        self.defs.code[name] = code
+        self._define_subgraph(plain, name, model, commented)
         return name
+
+    def _define_subgraph(self, key: str, name: str, model: GraphModel, body: str) -> None:
+        self._subgraph_classes[key] = (name, body)
+        self.defs.defs[name] = model
+        self.defs.code[name] = "\n".join([f"# The subgraph {comment(repr(model.doc.name))}.",
+                                          f"class {name}(nn.Module):", body])
 
     def _expression(self, module: nn.Module, node_id: str) -> str:
         cls = type(module)
@@ -428,49 +444,43 @@ class _Writer:
                 parts.append(f"{param.name}={text}")
         return ", ".join(parts)
 
+    # -- the forward
+    def _module_code(self, model: GraphModel, owner: str | None = None) -> tuple[list[str], list[str], list[Line]]:
+        """Constructor lines, forward's arguments and forward's lines of a compiled model, written
+        from its fx graph, so the export calls every module exactly as the compiled model does.
+        Errors name ``owner`` (the node that holds a subgraph), or else the node at fault."""
+        attrs, local = Namespace(avoid_builtins=False), Namespace({"self"})
+        init: list[str] = []
+        args: list[str] = []
+        forward: list[Line] = []
+        values: dict[fx.Node, str] = {}
+        for node in model.graph.nodes:
+            if node.op == "placeholder":
+                values[node] = local.name(node.target)
+                args.append(values[node])
+            elif node.op == "call_module":
+                init.append(self._init_line(model, node, attrs, owner or node.target))
+                forward.append(_call_line(node, values, local))
+            elif node.op == "call_function" and node.target is operator.getitem:
+                continue  # named by the call line that unpacks it
+            elif node.op == "output":
+                results = node.args[0] if isinstance(node.args[0], tuple) else (node.args[0],)
+                forward.append(("return " + ", ".join(values[result] for result in results), ""))
+            else:
+                raise GraphError(f"node {owner or node.name!r}: step {node.op} {node.target} cannot be exported")
+        return init, args, forward
+
+    def _init_line(self, model: GraphModel, node: fx.Node, attrs: Namespace, owner: str) -> str:
+        if attrs.name(node.target) != node.target:  # ids are validated identifiers, so this never renames
+            raise GraphError(f"node {node.target!r}: id cannot be used as an attribute name")
+        label = node.meta["label"]
+        note = f"  # {comment(label)}" if label else ""
+        return f"self.{node.target} = {self.constructor(model.get_submodule(node.target), owner)}{note}"
+
     # -- the file
     def source(self) -> str:
-        analysis, model = self.analysis, self.model
-        attrs = Namespace(avoid_builtins=False)
-        local = Namespace({"self"})
-        nodes = [nid for nid in analysis.order
-                 if nid in analysis.live and analysis.nodes[nid].node.type not in ("input", "output")]
-
-        init_lines = []
-        for nid in nodes:
-            if attrs.name(nid) != nid:  # ids are validated identifiers, so this never renames
-                raise GraphError(f"node {nid!r}: id cannot be used as an attribute name")
-            label = analysis.nodes[nid].node.label
-            note = f"  # {comment(label)}" if label else ""
-            init_lines.append(f"self.{nid} = {self.constructor(getattr(model, nid), nid)}{note}")
-
-        specs = input_specs(analysis, model)
-        values: dict[tuple[str, str], str] = {}
-        args = []
-        for spec in specs:
-            var = local.name(spec.name)
-            values[(spec.node_id, "out")] = var
-            args.append(var)
-        forward = []
-        for nid in nodes:
-            info = analysis.nodes[nid]
-            edges = analysis.in_edges[nid]
-            call = [values[edges[p.name]] for p in info.input_ports if not p.optional]
-            call += [f"{p.name}={values[edges[p.name]]}" for p in info.input_ports if p.optional and p.name in edges]
-            ports = info.spec.outputs
-            if len(ports) == 1:
-                targets = [local.name(nid)]
-                shapes = shape_comment(info.outputs[ports[0]])
-            else:
-                targets = [local.name(f"{nid}_{port}") for port in ports]
-                shapes = ", ".join(f"{port} {shape_comment(info.outputs[port])}" for port in ports)
-            for port, var in zip(ports, targets):
-                values[(nid, port)] = var
-            forward.append(f"{', '.join(targets)} = self.{nid}({', '.join(call)})  # {shapes}")
-        results = [values[analysis.in_edges[n.id]["in"]] for n in self.doc.nodes
-                   if n.type == "output" and n.id in analysis.live]
-        forward.append(f"return {', '.join(results)}")
-
+        init_lines, args, forward = self._module_code(self.model)
+        specs = input_specs(self.analysis, self.model)
         net = self.top.name(class_name(self.doc.name), fallback="Net")
         out: list[str] = [
             f"# {net}: generated by NetCanvas from the graph {comment(repr(self.doc.name))}.",
@@ -492,7 +502,7 @@ class _Writer:
             *(INDENT * 2 + line for line in init_lines),
             "",
             f"{INDENT}def forward(self, {', '.join(args)}):",
-            *(INDENT * 2 + line for line in forward),
+            *(INDENT * 2 + line for line in _lines(forward)),
             "", "",
             f"def build_model(weights: str | None = None) -> {net}:",
             f'{INDENT}"""The network, randomly initialised, or with the weights of a saved state_dict."""',
@@ -505,7 +515,7 @@ class _Writer:
             f"{INDENT}model = build_model(sys.argv[1] if len(sys.argv) > 1 else None).eval()",
         ]
         main_args = []
-        for spec, arg in zip(specs, args):
+        for spec, arg in zip(specs, args, strict=True):
             var = self.top.name(arg)
             main_args.append(var)
             size = literal((EXAMPLE_BATCH, *spec.shape))
@@ -517,7 +527,7 @@ class _Writer:
             f"{INDENT}with torch.no_grad():",
             f"{INDENT * 2}out = model({', '.join(main_args)})",
         ]
-        if len(results) == 1:
+        if sum(node.type == "output" for node in self.doc.nodes) == 1:
             out.append(f"{INDENT}print(tuple(out.shape))")
         else:
             out.append(f"{INDENT}for y in out:")
