@@ -83,3 +83,20 @@ def test_bad_arguments_exit_2(tmp_path, monkeypatch, capsys, argv):
         main(argv)
     assert exit_info.value.code == 2
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["export", "lenet5", "--onnx", "m.onnx", "--opset", "1"], "argument --opset: must be an opset from 7 to"),
+    (["export", "lenet5", "--onnx", "m.onnx", "--opset", "999"], "argument --opset: must be an opset from 7 to"),
+    (["export", "lenet5", "--python", ""], "argument --python: must name a file or folder"),
+    (["export", "lenet5", "--onnx", " "], "argument --onnx: must name a file or folder"),
+    (["import", "m.onnx", "--out", ""], "argument --out: must name a file or folder"),
+])
+def test_values_out_of_range_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, complaint):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert complaint in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

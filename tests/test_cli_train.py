@@ -68,7 +68,7 @@ def test_bad_arguments_exit_2(tmp_path):
     assert netcanvas("sample", str(tmp_path), "--sampler", "euler").returncode == 2
 
 
-def test_sample_writes_grid_and_array(tmp_path):
+def test_sample_writes_grid_and_array(tmp_path, capsys):
     gc.save(tiny_denoiser(), tmp_path / "g.json")
     run, out = tmp_path / "run", tmp_path / "out"
     assert main(["train", str(tmp_path / "g.json"), "--task", "diffusion", "--epochs", "1", "--out", str(run)]) == 0
@@ -78,6 +78,10 @@ def test_sample_writes_grid_and_array(tmp_path):
         samples = np.load(out / sampler / "samples.npy")
         assert samples.shape == (5, 1, 8, 8) and samples.dtype == np.float32
         assert 0.0 <= samples.min() and samples.max() <= 1.0 and (out / sampler / "grid.png").exists()
+    with pytest.raises(SystemExit) as exit_info:  # a tiny_denoiser run has 1000 timesteps
+        main(["sample", str(run), "--steps", "1001", "--out", str(out / "many")])
+    assert exit_info.value.code == 2 and not (out / "many").exists()
+    assert "argument --steps: at most the run's 1000 timesteps, got 1001" in capsys.readouterr().err
     again = tmp_path / "again"
     assert main(["sample", str(run), "--steps", "8", "--n", "5", "--seed", "1", "--out", str(again)]) == 0
     assert np.array_equal(np.load(again / "samples.npy"), np.load(out / "ddim" / "samples.npy"))
@@ -119,3 +123,57 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "stop requested (SIGINT)" in out
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["step"] > 0 and str(state["step"]) in out
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["train", "lenet5", "--lr", "-1"], "argument --lr: must be a positive number, got '-1'"),
+    (["train", "lenet5", "--lr", "nan"], "argument --lr: must be a positive number, got 'nan'"),
+    (["train", "lenet5", "--lr", "inf"], "argument --lr: must be a positive number"),
+    (["train", "lenet5", "--epochs", "0"], "argument --epochs: must be a whole number of at least 1, got '0'"),
+    (["train", "lenet5", "--batch-size", "0"], "argument --batch-size: must be a whole number of at least 1"),
+    (["train", "lenet5", "--minutes", "-1"], "argument --minutes: must be a positive number"),
+    (["train", "lenet5", "--nproc", "0"], "argument --nproc: must be a whole number of at least 1"),
+    (["train", "lenet5", "--seed", "-1"], "argument --seed: must be a whole number from 0 to 4294967295"),
+    (["train", "lenet5", "--seed", "99999999999999999999"], "argument --seed: must be a whole number from 0"),
+    (["train", "lenet5", "--out", ""], "argument --out: must name a file or folder"),
+    (["sample", "run", "--n", "0"], "argument --n: must be a whole number of at least 1"),
+    (["sample", "run", "--steps", "0"], "argument --steps: must be a whole number of at least 1"),
+    (["sample", "run", "--frames", "-3"], "argument --frames: must be a whole number of at least 1"),
+])
+def test_numbers_out_of_range_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, complaint):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert complaint in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_refuses_a_users_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "metrics.jsonl").write_text("my numbers\n")
+    done = netcanvas("train", "lenet5", "--epochs", "1", "--out", str(tmp_path / "mine"))
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(tmp_path / "mine") in done.stderr and "not a NetCanvas run folder" in done.stderr
+    assert (tmp_path / "mine" / "metrics.jsonl").read_text() == "my numbers\n"
+
+
+class _Payload:
+    """Unpickled, it would create a folder: how a malicious checkpoint runs code."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return os.mkdir, (self.target,)
+
+
+def test_a_malicious_checkpoint_is_refused_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "lenet5", "--epochs", "1", "--out", str(run)]) == 0
+    torch.save({"model": _Payload(tmp_path / "pwned")}, run / "last.pt")
+    done = netcanvas("train", "--resume", str(run), "--epochs", "2")
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "last.pt: refused" in done.stderr and "weights_only" not in done.stderr
+    assert not (tmp_path / "pwned").exists()

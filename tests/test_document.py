@@ -1,6 +1,8 @@
 """The graph document: load, save, round trips, migrations and bad files."""
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -121,3 +123,71 @@ def test_templates_are_listed_and_unknown_names_get_a_suggestion():
     assert "lenet5" in gc.templates()
     with pytest.raises(gc.GraphError, match="did you mean 'lenet5'"):
         gc.template("lenet")
+
+
+@pytest.mark.parametrize("umask, before, expected", [
+    (0o022, None, 0o644),      # a new file gets what the user's umask gives any new file
+    (0o077, None, 0o600),
+    (0o022, 0o640, 0o640),     # a replaced file keeps its mode
+    (0o077, 0o664, 0o664),
+])
+def test_saved_files_keep_the_users_umask_or_the_replaced_files_mode(tmp_path, umask, before, expected):
+    path = tmp_path / "g.json"
+    if before is not None:
+        path.write_text("{}")
+        path.chmod(before)
+    old = os.umask(umask)
+    try:
+        gc.save(gc.template("lenet5"), path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == expected
+    assert gc.load(path).name == "lenet5"
+
+
+def test_a_lone_surrogate_in_a_label_saves_as_utf8_and_loads_back_the_same(tmp_path):
+    doc = gc.template("lenet5")
+    doc.nodes[1].label = "bad \ud800 label ü"
+    path = tmp_path / "g.json"
+    gc.save(doc, path)
+    text = path.read_bytes().decode("utf-8")  # the file is valid UTF-8
+    assert "\\ud800" in text and "ü" in text  # the surrogate is escaped, other text stays readable
+    assert gc.load(path) == doc
+    assert gc.loads(document.dumps(doc)) == doc
+
+
+def _nested(depth: int) -> object:
+    value: object = "leaf"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
+def test_json_nested_too_deeply_is_one_line(depth):
+    text = '{"format": "netcanvas.graph", "meta": ' + '{"a": ' * depth + '1' + '}' * depth + '}'
+    with pytest.raises(gc.GraphError) as info:
+        gc.loads(text, source="deep.json")
+    assert len(info.value.diagnostics) == 1
+    message = str(info.value)
+    assert "deep.json" in message and "nested" in message and "\n" not in message
+
+
+def test_every_document_that_loads_also_saves_however_deep_its_meta():
+    deepest = document.MAX_DEPTH - 2  # the document and its meta are two levels themselves
+    data = {"format": "netcanvas.graph", "meta": {"m": _nested(deepest)}}
+    doc = gc.loads(json.dumps(data))
+    assert gc.loads(document.dumps(doc)) == doc
+    inner = {"format": "netcanvas.graph", "subgraphs": {"s": {"meta": {"m": _nested(deepest - 2)}}}}
+    doc = gc.loads(json.dumps(inner))
+    assert gc.loads(document.dumps(doc)) == doc
+    data["meta"] = {"m": _nested(deepest + 1)}
+    with pytest.raises(gc.GraphError, match=f"nested more than {document.MAX_DEPTH} levels deep.*meta"):
+        gc.loads(json.dumps(data), source="g.json")
+
+
+def test_a_document_too_deep_to_write_is_one_line():
+    doc = gc.template("lenet5")
+    doc.meta["m"] = _nested(2_000)
+    with pytest.raises(gc.GraphError, match="'lenet5' cannot be written as JSON: .*depth"):
+        document.dumps(doc)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -157,7 +160,7 @@ def test_a_graph_that_fails_at_run_time_is_refused_before_training(tmp_path):
 
 def test_an_existing_run_is_not_overwritten(tmp_path):
     Trainer(tiny_classifier(), TrainConfig(epochs=1), out=tmp_path / "run").fit()
-    with pytest.raises(gc.GraphError, match="already holds a run"):
+    with pytest.raises(gc.GraphError, match="already holds a run: resume it with --resume"):
         Trainer(tiny_classifier(), TrainConfig(epochs=1), out=tmp_path / "run").fit()
 
 
@@ -176,3 +179,145 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     steps_per_epoch = math.ceil(math.ceil(1437 / 2) / 32)  # each rank takes half of every batch of 64
     assert lines[-1]["step"] == 4 * steps_per_epoch
     assert lines[-1]["accuracy"] > 0.85
+
+
+def test_out_must_be_empty_absent_or_a_netcanvas_run_folder(tmp_path):
+    mine = tmp_path / "mine"  # a user's folder that happens to hold files a run would write
+    mine.mkdir()
+    (mine / "graph.json").write_text("my own graph")
+    (mine / "best.pt").write_bytes(b"my weights")
+    (tmp_path / "a_file").write_text("mine too")
+    for out in (mine, tmp_path / "a_file"):
+        with pytest.raises(gc.GraphError) as info:
+            Trainer(tiny_classifier(), TrainConfig(epochs=1), out=out).fit()
+        assert len(info.value.diagnostics) == 1 and str(out) in str(info.value) and "--out" in str(info.value)
+    assert (mine / "graph.json").read_text() == "my own graph" and (mine / "best.pt").read_bytes() == b"my weights"
+    assert sorted(p.name for p in mine.iterdir()) == ["best.pt", "graph.json"]
+    assert (tmp_path / "a_file").read_text() == "mine too"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert Trainer(tiny_classifier(), TrainConfig(epochs=1), out=empty).fit().status == "finished"
+    assert (empty / ".netcanvas-run").read_text().startswith("netcanvas.run")
+    (empty / "last.pt").unlink()  # a run that ended before its first checkpoint may start again
+    (empty / "best.pt").unlink()
+    assert Trainer(tiny_classifier(), TrainConfig(epochs=1), out=empty).fit().status == "finished"
+
+
+def test_run_files_keep_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Trainer(tiny_classifier(), TrainConfig(epochs=1), out=tmp_path / "run").fit()
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir()}
+    assert modes == dict.fromkeys([".netcanvas-run", "graph.json", "config.json", "metrics.jsonl", "last.pt",
+                                   "best.pt"], 0o644)
+
+
+def test_kill_9_mid_epoch_loses_at_most_the_checkpoint_interval_and_resumes_exactly(tmp_path):
+    config = TrainConfig(epochs=3, batch_size=128, lr=1e-2, checkpoint_minutes=0.0001)  # 12 steps an epoch
+    straight = Trainer(tiny_classifier(), config, out=tmp_path / "straight").fit()
+    code = (
+        "import os, signal, sys, torch\n"
+        "sys.path.insert(0, 'tests')\n"
+        "torch.set_num_threads(1)\n"
+        "from train_graphs import tiny_classifier\n"
+        "from graphcore.runtime.config import TrainConfig\n"
+        "from graphcore.runtime.train import Trainer\n"
+        "saved = []\n"
+        "def events(event):\n"
+        "    if event['type'] == 'checkpoint':\n"
+        "        saved.append(event['step'])\n"
+        "def hook(trainer):  # two steps after a checkpoint inside epoch 2 or 3: the power goes\n"
+        "    if saved and saved[-1] > 12 and saved[-1] % 12 and trainer.step == saved[-1] + 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"Trainer(tiny_classifier(), TrainConfig(**{config.to_dict()!r}), out={str(tmp_path / 'split')!r},\n"
+        "        events=events, on_step=hook).fit()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    state = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert state["step"] > 12 and state["batch"] not in (0, 12)  # saved inside an epoch, not at its end
+    torn = tmp_path / "split" / ".last.pt.0123abcd.tmp"  # what a kill during a save leaves
+    torn.write_bytes(b"half a checkpoint")
+    resumed = Trainer.resume(tmp_path / "split").fit()
+    assert not torn.exists()
+    assert resumed.status == "finished" and resumed.step == straight.step
+    _assert_same_weights(tmp_path / "straight" / "last.pt", tmp_path / "split" / "last.pt")
+    assert _metrics(tmp_path / "straight") == _metrics(tmp_path / "split")
+
+
+def test_a_torn_metrics_line_is_skipped_with_a_warning_on_resume(tmp_path, caplog):
+    run = tmp_path / "run"
+    Trainer(tiny_classifier(), TrainConfig(epochs=1), out=run).fit()
+    good = (run / "metrics.jsonl").read_text()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "step": 4')  # the power went while this line was written
+    with caplog.at_level(logging.WARNING):
+        result = Trainer.resume(run, epochs=2).fit()
+    assert result.status == "finished" and result.epoch == 2
+    assert "metrics.jsonl" in caplog.text and "line 3" in caplog.text
+    lines = (run / "metrics.jsonl").read_text()
+    assert lines.startswith(good) and [m["epoch"] for m in _metrics(run)] == [1, 1, 2, 2]
+
+
+class _Payload:
+    """A pickle that would create a folder when unpickled, as a malicious checkpoint runs code."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return os.mkdir, (self.target,)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda run: torch.save({}, run / "last.pt"), "last.pt: not a training checkpoint: missing model"),
+    (lambda run: torch.save({"model": {}, "step": 3}, run / "last.pt"),
+     "missing optimizer, scaler, epoch, batch"),
+    (lambda run: torch.save({"model": _Payload(run / "pwned")}, run / "last.pt"),
+     "last.pt: refused"),
+    (lambda run: torch.save([1, 2], run / "last.pt"), "last.pt: not a training checkpoint"),
+    (lambda run: (run / "last.pt").write_bytes(b"\x00garbage"), "last.pt: cannot read the checkpoint"),
+    (lambda run: _patch_checkpoint(run, optimizer={"state": 5}), "last.pt: damaged checkpoint"),
+    (lambda run: (run / "config.json").write_text('{"epochs": '), "config.json:1:12: invalid JSON"),
+    (lambda run: (run / "config.json").write_text("[1]"), "config.json: a run config must be a JSON object"),
+    (lambda run: (run / "config.json").write_text('{"epochs": "many"}'), "config.json: epochs: "),
+    (lambda run: (run / "config.json").write_text('{"lr": -1}'), "config.json: lr must be a positive number"),
+    (lambda run: (run / "config.json").write_bytes(b"\xff\xfe"), "config.json: cannot read"),
+])
+def test_a_damaged_run_is_one_line_naming_the_file(tmp_path, damage, expected):
+    run = tmp_path / "run"
+    Trainer(tiny_classifier(), TrainConfig(epochs=1), out=run).fit()
+    damage(run)
+    with pytest.raises(gc.GraphError) as info:
+        Trainer.resume(run, epochs=2).fit()
+    message = str(info.value)
+    assert len(info.value.diagnostics) == 1 and "\n" not in message
+    assert expected in message, message
+    assert "weights_only" not in message and "Re-running" not in message
+    assert not (run / "pwned").exists()
+
+
+def _patch_checkpoint(run, **changes) -> None:
+    state = torch.load(run / "last.pt", weights_only=True)
+    torch.save(state | changes, run / "last.pt")
+
+
+def test_a_damaged_best_checkpoint_is_one_line_when_loading_the_run(tmp_path):
+    from graphcore.runtime.train import load_run
+
+    run = tmp_path / "run"
+    Trainer(tiny_classifier(), TrainConfig(epochs=1), out=run).fit()
+    torch.save({"model": {"fc.weight": "not a tensor"}}, run / "best.pt")
+    with pytest.raises(gc.GraphError, match="best.pt: not a training checkpoint: model must map names to tensors"):
+        load_run(run, checkpoint="best")
+
+
+def test_a_lone_surrogate_in_a_label_trains_and_its_run_keeps_the_graph(tmp_path):
+    doc = tiny_classifier()
+    doc.node("fc").label = "logits \ud800"  # what a file holding "\ud800" loads as
+    assert Trainer(doc, TrainConfig(epochs=1), out=tmp_path / "run").fit().status == "finished"
+    assert gc.load(tmp_path / "run" / "graph.json") == doc

@@ -9,6 +9,7 @@ import argparse
 import io
 from pathlib import Path
 
+from graphcore.cli.arguments import int_between, nonempty_path, usage_error
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import write_atomic
 from graphcore.core.gallery import open_graph
@@ -17,17 +18,18 @@ from graphcore.core.gallery import open_graph
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", help="graph JSON file or template name")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--python", metavar="OUT.py", help="write standalone PyTorch code")
-    target.add_argument("--onnx", metavar="OUT.onnx", help="write ONNX, verified in onnxruntime")
+    target.add_argument("--python", type=nonempty_path, metavar="OUT.py", help="write standalone PyTorch code")
+    target.add_argument("--onnx", type=nonempty_path, metavar="OUT.onnx", help="write ONNX, verified in onnxruntime")
     parser.add_argument("--int8", action="store_true", help="with --onnx: dynamic int8 quantization")
-    parser.add_argument("--weights", metavar="W.pt", help="with --onnx: the weights to export (default: random)")
-    parser.add_argument("--opset", type=int, help="with --onnx: ONNX opset version")
+    parser.add_argument("--weights", type=nonempty_path, metavar="W.pt",
+                        help="with --onnx: the weights to export (default: random)")
+    parser.add_argument("--opset", type=_opset, help="with --onnx: ONNX opset version (what torch.onnx supports)")
     parser.add_argument("--no-fuse", action="store_true", help="with --onnx: keep batch norms as separate ops")
 
 
 def export_command(args: argparse.Namespace) -> int:
     if args.python and (args.int8 or args.weights or args.opset or args.no_fuse):
-        raise SystemExit(_usage_error("export: --int8, --weights, --opset and --no-fuse go with --onnx"))
+        raise usage_error("export: --int8, --weights, --opset and --no-fuse go with --onnx")
     doc = open_graph(args.graph)
     if args.python:
         from graphcore.interchange.codegen import to_python
@@ -49,9 +51,10 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="an .onnx file")
-    parser.add_argument("--out", required=True, metavar="G.json", help="where to write the graph")
-    parser.add_argument("--weights", metavar="W.pt", help="where to write its weights (a state_dict)")
+    parser.add_argument("model", type=nonempty_path, help="an .onnx file")
+    parser.add_argument("--out", type=nonempty_path, required=True, metavar="G.json", help="where to write the graph")
+    parser.add_argument("--weights", type=nonempty_path, metavar="W.pt",
+                        help="where to write its weights (a state_dict)")
 
 
 def import_command(args: argparse.Namespace) -> int:
@@ -83,8 +86,8 @@ def import_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage_error(message: str) -> int:
-    import sys
+def _opset(text: str) -> int:
+    """An opset torch.onnx can write (imported only when ``--opset`` is given: torch is slow to import)."""
+    from torch.onnx import _constants  # private, but the one place torch states the range it writes
 
-    print(f"netcanvas: error: {message}", file=sys.stderr)
-    return 2
+    return int_between(_constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET, "an opset")(text)

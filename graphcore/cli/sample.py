@@ -5,24 +5,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from graphcore.cli.arguments import nonempty_path, positive_int, seed, usage_error
 from graphcore.runtime import diffusion
+from graphcore.runtime.config import read_config
 from graphcore.runtime.sample import sample_run
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN_DIR", help="a diffusion run folder (runs/NAME)")
+    parser.add_argument("run", type=nonempty_path, metavar="RUN_DIR", help="a diffusion run folder (runs/NAME)")
     parser.add_argument("--sampler", choices=sorted(diffusion.SAMPLERS), default="ddim")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps (at most the training timesteps)")
-    parser.add_argument("--n", type=int, default=64, help="number of samples")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/samples)")
+    parser.add_argument("--steps", type=positive_int, default=50,
+                        help="denoising steps (at most the training timesteps)")
+    parser.add_argument("--n", type=positive_int, default=64, help="number of samples")
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--out", type=nonempty_path, default=None, help="output folder (default: RUN_DIR/samples)")
     parser.add_argument("--checkpoint", choices=["last", "best"], default="last")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--frames", type=int, default=None, help="video graphs: clip length, longer than the graph's")
-    parser.add_argument("--overlap", type=int, default=2, help="video graphs: frames shared between chunks")
+    parser.add_argument("--frames", type=positive_int, default=None,
+                        help="video graphs: clip length, longer than the graph's")
+    parser.add_argument("--overlap", type=positive_int, default=2, help="video graphs: frames shared between chunks")
 
 
 def sample_command(args: argparse.Namespace) -> int:
+    timesteps = read_config(Path(args.run) / "config.json").timesteps
+    if args.steps > timesteps:  # the range depends on the run, so argparse cannot check it
+        raise usage_error(f"argument --steps: at most the run's {timesteps} timesteps, got {args.steps}")
     out = args.out or str(Path(args.run) / "samples")
     result = sample_run(args.run, out, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
                         checkpoint=args.checkpoint, device=args.device, frames=args.frames, overlap=args.overlap)

@@ -9,27 +9,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+from graphcore.cli.arguments import nonempty_path, positive_float, positive_int, seed
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.gallery import open_graph
 from graphcore.runtime.config import DEFAULT_LR, TASKS, GraphIO, TrainConfig, check_task, guess_task
 from graphcore.runtime.data import load_dataset
-from graphcore.runtime.train import Trainer
+from graphcore.runtime.train import Trainer, check_out_dir, free_run_dir
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", nargs="?", help="graph JSON file or template name (optional with --resume)")
     parser.add_argument("--task", choices=TASKS, help="default: guessed from the graph")
     parser.add_argument("--dataset", help="digits (default), a folder of class folders of images, or FILE.npz")
-    parser.add_argument("--epochs", type=int, help="epochs in all (default 10; with --resume: the new total)")
-    parser.add_argument("--minutes", type=float, help="time budget; stops with a checkpoint")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
+    parser.add_argument("--epochs", type=positive_int, help="epochs in all (default 10; with --resume: the new total)")
+    parser.add_argument("--minutes", type=positive_float, help="time budget; stops with a checkpoint")
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--lr", type=positive_float)
     parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR))
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run where it stopped")
-    parser.add_argument("--nproc", type=int, default=1, help="processes (DistributedDataParallel under torchrun)")
+    parser.add_argument("--seed", type=seed)
+    parser.add_argument("--resume", type=nonempty_path, metavar="RUN_DIR", help="continue this run where it stopped")
+    parser.add_argument("--nproc", type=positive_int, default=1,
+                        help="processes (DistributedDataParallel under torchrun)")
     parser.add_argument("--device", help="auto (default): CUDA, then MPS, then CPU")
-    parser.add_argument("--out", help="run folder (default runs/GRAPH_NAME)")
+    parser.add_argument("--out", type=nonempty_path,
+                        help="run folder (default runs/GRAPH_NAME): new, empty, or a run with no checkpoint yet")
 
 
 _FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed")
@@ -38,8 +41,6 @@ _FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed")
 def train_command(args: argparse.Namespace) -> int:
     """``netcanvas train``: prints one line at the end; exit 1 on a NaN loss."""
     rank = int(os.environ.get("RANK", 0))
-    if args.nproc < 1:
-        raise GraphError(f"--nproc must be at least 1, got {args.nproc}")
     if args.resume:
         trainer = _resume_from_args(args)
     else:
@@ -53,8 +54,9 @@ def train_command(args: argparse.Namespace) -> int:
         if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
             check_task(doc, config.task, load_dataset(config.dataset, GraphIO.of(doc).sample_shape(config.task),
                                                       val_fraction=config.val_fraction))
-            out = args.out or _free_run_dir(doc.name)
-            return _relaunch(args, out)
+            out = Path(args.out) if args.out else free_run_dir(doc.name)
+            check_out_dir(out)  # here, before the processes start, so that one line says it
+            return _relaunch(args, str(out))
         trainer = Trainer(doc, config, out=args.out, progress=True)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args, args.resume)
@@ -85,14 +87,6 @@ def _resume_from_args(args: argparse.Namespace) -> Trainer:
     if args.out and Path(args.out) != run_dir:
         raise GraphError("--out cannot differ from --resume: a resumed run continues in its own folder")
     return trainer
-
-
-def _free_run_dir(name: str) -> str:
-    base = Path("runs") / name
-    path, n = base, 2
-    while path.exists():
-        path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return str(path)
 
 
 def _relaunch(args: argparse.Namespace, out: str) -> int:

@@ -6,12 +6,17 @@ or a dataset does not fit a task (classify, reconstruct or diffusion).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import TypeAdapter, ValidationError
+
 from graphcore.core.analysis import Analysis
-from graphcore.core.diagnostics import GraphError, errors
+from graphcore.core.diagnostics import GraphError, errors, one_line
 from graphcore.core.document import GraphDoc
 from graphcore.runtime import diffusion
 from graphcore.runtime.data import Dataset
@@ -19,6 +24,7 @@ from graphcore.runtime.data import Dataset
 Task = Literal["classify", "reconstruct", "diffusion"]
 TASKS = ("classify", "reconstruct", "diffusion")
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 0.05}
+SEED_MAX = 2**32 - 1  # torch seeds are 64-bit; the trainer multiplies the seed (by 100,003 at most)
 
 
 @dataclass
@@ -47,6 +53,7 @@ class TrainConfig:
     ema: float | None = None  # weight EMA decay; None: 0.999 for diffusion, off otherwise
     log_every: int = 10  # steps between "step" events
     preview_every: int = 1  # epochs between preview images (events only)
+    checkpoint_minutes: float = 2.0  # also save last.pt this often inside an epoch: what a crash can lose
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -61,10 +68,14 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "timesteps", "log_every", "preview_every"):
             if int(getattr(self, name)) < 1:
                 raise GraphError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise GraphError(f"minutes must be positive, got {self.minutes}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
+        for name in ("lr", "minutes", "checkpoint_minutes"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise GraphError(f"{name} must be a positive number, got {value}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise GraphError(f"seed must be from 0 to {SEED_MAX}, got {self.seed}")
         if self.ema is None and self.task == "diffusion":
             self.ema = 0.999
 
@@ -72,9 +83,37 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
+        """The config from its JSON form, every value's type checked; unknown keys are ignored. A
+        problem is a ``GraphError`` of one line starting with ``source``."""
+        if not isinstance(data, dict):
+            raise GraphError(f"{source}: a run config must be a JSON object, got {type(data).__name__}")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        try:
+            return _CONFIG_TYPES.validate_python(known)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].lower()}" for e in exc.errors())
+            raise GraphError(f"{source}: {problems}") from None
+        except GraphError as exc:  # a value of the right type out of range
+            raise GraphError(f"{source}: {exc.diagnostics[0].message}") from None
+
+
+def read_config(path: str | os.PathLike) -> TrainConfig:
+    """A run's ``config.json``; whatever is wrong with it is one line naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GraphError(f"{path}: cannot read: {one_line(getattr(exc, 'strerror', None) or str(exc))}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GraphError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise GraphError(f"{path}: invalid JSON: nested too deeply") from None
+    return TrainConfig.from_dict(data, str(path))
+
+
+_CONFIG_TYPES = TypeAdapter(TrainConfig)
 
 
 @dataclass

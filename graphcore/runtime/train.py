@@ -5,8 +5,11 @@
 
 A run folder holds ``graph.json``, ``config.json``, ``last.pt`` (everything needed to continue:
 weights, optimizer, step, RNG state, position in the epoch), ``best.pt`` (the weights with the
-best validation score) and ``metrics.jsonl`` (one line per epoch and split). ``Trainer.resume``
-continues a run exactly where it stopped.
+best validation score), ``metrics.jsonl`` (one line per epoch and split) and the marker file
+``.netcanvas-run``. A run only starts in a folder that is new, empty, or marked and without a
+checkpoint, so it never overwrites a user's files. ``last.pt`` is saved at every epoch's end and
+every ``checkpoint_minutes`` inside an epoch; ``Trainer.resume`` continues a run exactly where
+it stopped, and a damaged run folder is one line naming the file.
 
 The learning rate follows a function of the global step (linear warm-up, then cosine decay
 to zero, or constant), so the schedule's whole state is the step counter and the plan.
@@ -20,8 +23,10 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import math
 import os
+import pickle
 import signal
 import threading
 import time
@@ -35,13 +40,22 @@ from torch import nn
 
 from graphcore.core.compiler import GraphModel, compile
 from graphcore.core.diagnostics import GraphError, one_line
-from graphcore.core.document import GraphDoc, dumps, load, write_atomic
+from graphcore.core.document import GraphDoc, dumps, leftover_temp_files, load, write_atomic
 from graphcore.runtime import diffusion
-from graphcore.runtime.config import TrainConfig, TrainResult, check_task
+from graphcore.runtime.config import TrainConfig, TrainResult, check_task, read_config
 from graphcore.runtime.data import load_dataset
 from graphcore.runtime.devices import amp_dtype, pick_device
 
 EventSink = Callable[[dict], None]
+log = logging.getLogger(__name__)
+
+RUN_MARKER, RUN_FORMAT, RUN_VERSION = ".netcanvas-run", "netcanvas.run", 1  # marks every run folder, written first
+RUN_FILES = ("graph.json", "config.json", "last.pt")  # what resuming needs
+_NUMBER = (int, float)
+LAST_PT = {"model": dict, "optimizer": dict, "scaler": dict, "step": int, "epoch": int, "batch": int,
+           "partial": dict, "best": (*_NUMBER, type(None)), "rng": dict, "elapsed": _NUMBER, "total_steps": int}
+"""What ``last.pt`` holds, and the type of each entry."""
+WEIGHTS_PT = {"model": dict}
 
 
 def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
@@ -78,17 +92,19 @@ class Trainer:
         """Continue a run from its ``last.pt``. ``epochs`` is the run's new total (default: as planned);
         changing it re-plans the rest of the lr schedule."""
         run_dir = Path(run_dir)
-        for name in ("graph.json", "config.json", "last.pt"):
+        for name in RUN_FILES:
             if not (run_dir / name).exists():
                 raise GraphError(f"{run_dir}: not a run folder to resume (no {name})")
-        config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        config = read_config(run_dir / "config.json")
+        for stale in leftover_temp_files(run_dir):  # a save cut short by a kill or a power cut
+            stale.unlink(missing_ok=True)
         config.minutes = minutes
         if epochs is not None:
             config.epochs = epochs
         if device is not None:
             config.device = device
         trainer = cls(load(run_dir / "graph.json"), config, out=run_dir, **kwargs)
-        trainer._resume_state = _load_checkpoint(run_dir / "last.pt")
+        trainer._resume_state = _load_checkpoint(run_dir / "last.pt", LAST_PT)
         return trainer
 
     # ------------------------------------------------------------------ setup
@@ -96,6 +112,8 @@ class Trainer:
         cfg = self.config
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         self.main = self.rank == 0
+        if self._resume_state is None and self.main and self.run_dir is not None:
+            check_out_dir(self.run_dir)  # before the data loads: a refusal should come at once
         self.device = pick_device(cfg.device)
         io_ = check_task(self.doc, cfg.task)
         self.shape = io_.sample_shape(cfg.task)
@@ -159,17 +177,13 @@ class Trainer:
 
     def _create_run_dir(self) -> None:
         if self.run_dir is None:
-            base = Path("runs") / self.doc.name
-            self.run_dir, n = base, 2
-            while self.run_dir.exists():
-                self.run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-        if (self.run_dir / "last.pt").exists():
-            raise GraphError(f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, "
-                             f"or choose another --out")
+            self.run_dir = free_run_dir(self.doc.name)
+        check_out_dir(self.run_dir)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GraphError(f"{self.run_dir}: cannot create the run folder: {exc.strerror or exc}") from None
+        write_atomic(self.run_dir / RUN_MARKER, f"{RUN_FORMAT} {RUN_VERSION}\n".encode())
         write_atomic(self.run_dir / "graph.json", dumps(self.doc).encode())
         write_atomic(self.run_dir / "config.json", (json.dumps(self.config.to_dict(), indent=2) + "\n").encode())
         (self.run_dir / "metrics.jsonl").write_text("")
@@ -231,6 +245,7 @@ class Trainer:
                     "total_steps": self.total_steps, "device": str(self.device), "task": cfg.task})
         status, message = "finished", ""
         self._window: list[float] = []  # losses since the last "step" event
+        self._saved_at = start
         try:
             while self.epoch < cfg.epochs:
                 order = self._epoch_order(self.epoch)
@@ -242,14 +257,7 @@ class Trainer:
                     self.batch += 1
                     if self.on_step is not None:
                         self.on_step(self)
-                    due = len(self._sizes) >= cfg.log_every or self.batch == self.steps_per_epoch
-                    stop_reason = None
-                    if due:  # the one host sync of the window: losses, NaN check, events, DDP agreement
-                        stop_reason = self._should_stop(start, self._flush(bar))
-                    elif self.world == 1:  # cheap without DDP: a stop or the time limit acts at once
-                        stop_reason = self._should_stop(start, False)
-                        if stop_reason is not None and self._flush(bar):  # settle the window before saving
-                            stop_reason = "nan"
+                    stop_reason = self._check_in(start, bar)
                     if stop_reason == "nan":
                         loss_value, at = self._nan or (float("nan"), self.step + 1)  # (another rank's NaN)
                         return self._finish("nan", self._nan_message(loss_value, at), start)
@@ -270,6 +278,27 @@ class Trainer:
             restore_signals()
             if self.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
+
+    def _check_in(self, start: float, bar) -> str | None:
+        """After each step: read the losses back when due, save ``last.pt`` when ``checkpoint_minutes``
+        have passed since the last save, and say whether to stop (see ``_should_stop``)."""
+        due = len(self._sizes) >= self.config.log_every or self.batch == self.steps_per_epoch
+        save = self.main and self.batch < self.steps_per_epoch and self._checkpoint_due()  # epoch ends save anyway
+        if due or (save and self.world == 1):  # under DDP the ranks agree on stopping at due steps only
+            # the one host sync of the window: losses, NaN check, events, DDP agreement
+            stop_reason = self._should_stop(start, self._flush(bar))
+            if stop_reason is None and save:
+                self._save_last(start)  # after the flush, so that the epoch's figures so far are in it
+            return stop_reason
+        if self.world > 1:
+            return None
+        stop_reason = self._should_stop(start, False)  # cheap without DDP: a stop or the time limit acts at once
+        if stop_reason is not None and self._flush(bar):  # settle the window before saving
+            return "nan"
+        return stop_reason
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self._saved_at >= self.config.checkpoint_minutes * 60
 
     def _flush(self, bar) -> bool:
         """Read the losses of the steps since the last flush (one host sync), add them to the
@@ -434,7 +463,7 @@ class Trainer:
             "total_steps": self.total_steps, "config": self.config.to_dict(),
         }
         self._save(self.run_dir / "last.pt", state)
-        self._saved_step = self.step
+        self._saved_step, self._saved_at = self.step, time.monotonic()
         self._emit({"type": "checkpoint", "path": str(self.run_dir / "last.pt"), "step": self.step})
 
     @staticmethod
@@ -444,7 +473,38 @@ class Trainer:
         write_atomic(path, buffer.getvalue())
 
     def _restore(self, state: dict) -> None:
-        self.model._load_checked(state["model"], str(self.run_dir / "last.pt"))
+        path = self.run_dir / "last.pt"
+        try:
+            self._restore_state(state, path)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise GraphError(f"{path}: damaged checkpoint: {one_line(f'{type(exc).__name__}: {exc}')[:300]}") from None
+        if self.main:  # forget metric lines written after the checkpoint (a crash between the two)
+            metrics = self.run_dir / "metrics.jsonl"
+            write_atomic(metrics, "".join(line + "\n" for line in self._metrics_until(metrics, self.step)).encode())
+            write_atomic(self.run_dir / "config.json", (json.dumps(self.config.to_dict(), indent=2) + "\n").encode())
+
+    @staticmethod
+    def _metrics_until(path: Path, step: int) -> list[str]:
+        """The lines of ``metrics.jsonl`` up to ``step``; a damaged line (half written when the
+        power went) is skipped with a warning rather than making the run impossible to resume."""
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+        kept = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                logged = json.loads(line)["step"]
+                if isinstance(logged, bool) or not isinstance(logged, int):
+                    raise TypeError("step is not a whole number")
+            except (ValueError, KeyError, TypeError, RecursionError):
+                log.warning("%s: line %d is damaged (half written?) and was skipped: %.60r", path, number, line)
+                continue
+            if logged <= step:
+                kept.append(line)
+        return kept
+
+    def _restore_state(self, state: dict, path: Path) -> None:
+        self.model._load_checked(state["model"], str(path))
         if self.ema_model is not None and "ema" in state:
             self.ema_model.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -460,12 +520,6 @@ class Trainer:
             self.generator.set_state(state["rng"]["generator"].to(self.generator.get_state().device))
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        if self.main:  # forget metric lines written after the checkpoint (a crash between the two)
-            path = self.run_dir / "metrics.jsonl"
-            lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-            kept = [line for line in lines if json.loads(line)["step"] <= self.step]
-            path.write_text("".join(line + "\n" for line in kept))
-            write_atomic(self.run_dir / "config.json", (json.dumps(self.config.to_dict(), indent=2) + "\n").encode())
 
     # ------------------------------------------------------------------ events, previews, signals
     def _emit(self, event: dict) -> None:
@@ -528,11 +582,79 @@ class Trainer:
         return result
 
 
-def _load_checkpoint(path: Path) -> dict:
+def free_run_dir(name: str) -> Path:
+    """``runs/NAME``, or ``runs/NAME-2``, ``-3``, … : the first that does not exist yet."""
+    base = Path("runs") / name
+    path, n = base, 2
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
+
+
+def check_out_dir(path: Path) -> None:
+    """A new run may go into ``path`` only if it is absent, empty, or a NetCanvas run folder (it has
+    the marker) without a checkpoint yet; anything else might be a user's files."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise GraphError(f"{path}: is a file, not a folder; choose another --out")
+    if all((path / name).exists() for name in RUN_FILES):
+        raise GraphError(f"{path} already holds a run: resume it with --resume {path}, or choose another --out")
+    if any(path.iterdir()) and not _is_run_dir(path):
+        raise GraphError(f"{path}: not empty and not a NetCanvas run folder, so a run would overwrite its "
+                         f"files; choose a new or empty --out")
+
+
+def _is_run_dir(path: Path) -> bool:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return (path / RUN_MARKER).read_text(encoding="utf-8").split()[:1] == [RUN_FORMAT]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _load_checkpoint(path: Path, layout: dict[str, type | tuple[type, ...]]) -> dict:
+    """A checkpoint's dict, loaded without running any code (``weights_only``), with the entries
+    of ``layout`` present and of their types; anything else is one line naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _unpickling_reason(exc)
+        if "GLOBAL" in reason:  # it names code to import: a checkpoint holds only tensors and numbers
+            raise GraphError(f"{path}: refused: it would load Python objects, not only tensors ({reason})") from None
+        raise GraphError(f"{path}: cannot read the checkpoint: {reason}") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise GraphError(f"{path}: cannot read the checkpoint: {exc}".splitlines()[0]) from None
+        raise GraphError(f"{path}: cannot read the checkpoint: {one_line(str(exc))[:300]}") from None
+    problem = _layout_problem(state, layout)
+    if problem:
+        raise GraphError(f"{path}: not a training checkpoint: {problem}")
+    return state
+
+
+def _unpickling_reason(exc: pickle.UnpicklingError) -> str:
+    """What torch's weights-only loader refused, without its advice to load with ``weights_only=False``
+    (which would run whatever the file holds) and its pointers to the docs."""
+    advice = ("weights_only", "Weights only", "Check the documentation")
+    lines = [line.strip() for line in str(exc).splitlines()]
+    return one_line(" ".join(line for line in lines if line and not any(a in line for a in advice)))[:300] \
+        or "not a checkpoint of tensors"
+
+
+def _layout_problem(state: Any, layout: dict[str, type | tuple[type, ...]]) -> str | None:
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    missing = [key for key in layout if key not in state]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    wrong = [f"{key} is a {type(state[key]).__name__}" for key, kind in layout.items()
+             if not isinstance(state[key], kind) or isinstance(state[key], bool)]
+    if wrong:
+        return ", ".join(wrong)
+    for key in ("model", "ema"):
+        weights = state.get(key, {})
+        if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                    for k, v in weights.items()):
+            return f"{key} must map names to tensors"
+    return None
 
 
 def train(graph: GraphDoc | GraphModel | str, config: TrainConfig | None = None, **kwargs) -> TrainResult:
@@ -551,8 +673,8 @@ def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", ema: bool 
     for needed in (run_dir / "graph.json", run_dir / "config.json", path):
         if not needed.exists():
             raise GraphError(f"{run_dir}: not a finished run folder (no {needed.name})")
-    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    state = _load_checkpoint(path)
+    config = read_config(run_dir / "config.json")
+    state = _load_checkpoint(path, WEIGHTS_PT)
     model = compile(load(run_dir / "graph.json"))
     model._load_checked(state["ema"] if ema and "ema" in state else state["model"], str(path))
     return model.to(pick_device(device)).eval(), config
