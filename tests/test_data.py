@@ -87,6 +87,7 @@ def test_npz_files(tmp_path):
     ({"images": np.zeros((5, 1, 8, 8), np.float32)}, "no array named 'x'"),
     ({"x": np.full((5, 1, 8, 8), np.nan, np.float32)}, "sample 0 has NaN"),
     ({"x": np.zeros((1, 1, 8, 8), np.float32)}, "at least 2"),
+    ({"x": np.zeros((5, 1, 8, 8), np.float32), "y": np.array([0, 1, 2, 3, 2**40])}, "class id 1099511627776"),
 ])
 def test_npz_problems_are_clear(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)

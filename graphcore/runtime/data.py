@@ -31,6 +31,7 @@ from graphcore.core.diagnostics import GraphError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+MAX_CLASSES = 1_000_000  # ids at or above this are a mistake, not a dataset (the output needs one unit each)
 
 
 @dataclass
@@ -205,6 +206,9 @@ def _npz(path: Path, shape: tuple[int, ...]) -> Dataset:
             raise GraphError(f"{path}: y must hold integer class ids, got dtype {labels.dtype}")
         if labels.min() < 0:
             raise GraphError(f"{path}: y has a negative class id ({labels.min()})")
+        if labels.max() >= MAX_CLASSES:
+            raise GraphError(f"{path}: y has class id {labels.max()}; class ids must be below {MAX_CLASSES:,} "
+                             "(number the classes 0, 1, 2, …)")
         y = torch.from_numpy(labels.astype(np.int64))
         classes = [str(c) for c in range(int(labels.max()) + 1)]
     return Dataset(path.stem, x.contiguous(), y, classes)
