@@ -5,18 +5,25 @@ BatchNormalization -> batchnorm2d, ...), its initializers become the block's wei
 shape arithmetic that depends only on the batch size (Shape -> Gather -> Concat -> Reshape, as
 exporters write for a dynamic batch) is folded into the block's params. An op with no mapping
 is a ``GraphError`` that lists every such op and how often it occurs, before anything is built.
+
+A file is untrusted input: tensors stored in files of their own are read from the model's folder
+only, and every tensor is sized from its shape against ``ImportLimits`` before it is allocated.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from blocks.activation import ONNX_OPS as _ACTIVATIONS
 from graphcore.core.analysis import RESERVED_IDS, Analysis, check_id
 from graphcore.core.compiler import compile
 from graphcore.core.diagnostics import GraphError, errors, one_line
@@ -27,7 +34,30 @@ BATCH = "N"  # the symbolic batch size inside folded shape values
 
 Converter = Callable[["_Importer", "onnx.NodeProto"], None]  # noqa: F821  (onnx is imported lazily)
 CONVERTERS: dict[str, Converter] = {}
-FOLDERS: dict[str, Callable] = {}
+
+
+class Folder(NamedTuple):
+    """How an op is computed on constants, and how many elements its result will hold, known from
+    its inputs' shapes before the result is allocated."""
+
+    fold: Callable
+    elements: Callable
+
+
+FOLDERS: dict[str, Folder] = {}
+
+# Element types whose arrays torch can hold as weights (bfloat16, float8 or int4 it cannot).
+READABLE_TYPES = ("FLOAT", "DOUBLE", "FLOAT16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
+                  "UINT64", "BOOL")
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """How much an import may allocate. A few KB of ONNX (Concats that double a constant) would
+    otherwise have constant folding ask for terabytes, so sizes are checked before allocating."""
+
+    tensor_elements: int = 2**28  # any one initializer or folded constant (1 GiB of float32)
+    folded_elements: int = 2**27  # all folded constants together (initializers are bounded by the files)
 
 
 def converts(*op_types: str) -> Callable[[Converter], Converter]:
@@ -41,11 +71,14 @@ def converts(*op_types: str) -> Callable[[Converter], Converter]:
     return register
 
 
-def from_onnx(path: str | os.PathLike) -> tuple[GraphDoc, dict[str, torch.Tensor]]:
-    """The graph and its weights (a state_dict that ``gc.compile(doc)`` loads with strict=True)."""
+def from_onnx(path: str | os.PathLike,
+              limits: ImportLimits = ImportLimits()) -> tuple[GraphDoc, dict[str, torch.Tensor]]:
+    """The graph and its weights (a state_dict that ``gc.compile(doc)`` loads with strict=True).
+
+    ``limits`` bounds the tensors the import may create; a file that needs more is a ``GraphError``."""
     path = Path(path)
     model = _load(path)
-    doc, state = _Importer(model, path).run()
+    doc, state = _Importer(model, path, limits).run()
     analysis = Analysis(doc)
     problems = errors(analysis.diagnostics)
     if problems:
@@ -70,22 +103,24 @@ def _load(path: Path):
     if model is None or not model.ir_version or not model.graph.node:
         raise GraphError(f"{path}: not an ONNX model (it does not parse as an ONNX ModelProto with a graph)")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))  # given the path, it checks external data in the model's folder
         return onnx.shape_inference.infer_shapes(model)
     except Exception as exc:  # noqa: BLE001  (onnx raises several kinds for a broken model)
         raise GraphError(f"{path}: not a valid ONNX model: {one_line(str(exc))[:300]}") from None
 
 
 class _Importer:
-    def __init__(self, model, path: Path):
+    def __init__(self, model, path: Path, limits: ImportLimits):
         import onnx
         from onnx import numpy_helper
 
         self.onnx, self.numpy_helper = onnx, numpy_helper
-        self.path = path
+        self.path, self.limits = path, limits
+        self.folded = 0  # elements in all folded constants so far
         self.graph = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-        self.consts: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
+        self.consts: dict[str, np.ndarray] = {i.name: self.array(i, f"initializer {i.name!r}")
+                                              for i in self.graph.initializer}
         self.values: dict[str, tuple[str, str]] = {}  # ONNX tensor -> (node id, port)
         self.dims: dict[str, list] = {}  # ONNX tensor -> its dims (ints, or None where unknown)
         for info in [*self.graph.value_info, *self.graph.input, *self.graph.output]:
@@ -93,9 +128,11 @@ class _Importer:
             if info.type.tensor_type.HasField("shape"):
                 self.dims[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
         self.consumers: dict[str, list] = collections.defaultdict(list)
-        for node in self.graph.node:
+        self.producers: dict[str, int] = {}  # ONNX tensor -> index of the node that computes it
+        for index, node in enumerate(self.graph.node):
             for name in node.input:
                 self.consumers[name].append(node)
+            self.producers.update(dict.fromkeys(node.output, index))
         for out in self.graph.output:
             self.consumers[out.name].append(None)
         self.skip: set[int] = set()  # nodes already absorbed into an earlier block (MatMul + Add)
@@ -159,9 +196,65 @@ class _Importer:
         return GraphDoc(name=name, nodes=nodes, edges=edges,
                         meta={"imported_from": self.path.name, "opset": self.opset})
 
+    # ------------------------------------------------------------------ reading tensors
+    def array(self, tensor, owner: str) -> np.ndarray:
+        """``tensor`` as an array, refused before anything is allocated where it is too big, of a type
+        torch cannot hold, or stored anywhere but exactly where it should be, at the length it should have."""
+        where = f"{self.path.name}: {owner}"
+        size = self._size(tensor, where)
+        if self.onnx.external_data_helper.uses_external_data(tensor):
+            tensor = self._with_external_data(tensor, where, size)
+        else:
+            self._check_inline(tensor, where, size)
+        return self.numpy_helper.to_array(tensor)
+
+    def _size(self, tensor, where: str) -> int:
+        """The bytes ``tensor`` needs, from its shape and type alone."""
+        dims, type_name = list(tensor.dims), self.onnx.TensorProto.DataType.Name(tensor.data_type)
+        count = math.prod(dims)
+        if count > self.limits.tensor_elements:
+            raise GraphError(f"{where} has {count:,} elements (shape {dims}), over the import limit of "
+                             f"{self.limits.tensor_elements:,} per tensor")
+        if type_name not in READABLE_TYPES:
+            raise GraphError(f"{where} has element type {type_name}; NetCanvas reads {', '.join(READABLE_TYPES)}")
+        return count * self.onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+    def _check_inline(self, tensor, where: str, size: int) -> None:
+        if tensor.HasField("raw_data"):
+            held, needed, unit = len(tensor.raw_data), size, "bytes"
+        else:  # the typed field, which holds one value per element in every readable type
+            field = self.onnx.helper.tensor_dtype_to_field(tensor.data_type)
+            held, needed, unit = len(getattr(tensor, field)), math.prod(tensor.dims), "values"
+        if held != needed:
+            raise GraphError(f"{where}: the model file holds {held:,} {unit} for it, but its shape "
+                             f"{list(tensor.dims)} needs {needed:,}")
+
+    def _with_external_data(self, tensor, where: str, size: int):
+        """A copy of ``tensor`` holding the ``size`` bytes it keeps in a file of its own."""
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        file = _data_file(self.path.parent, location)
+        if file is None:
+            raise GraphError(f"{where} keeps its data in {location!r}, which is not a file in the model's folder")
+        offset, length = _byte_count(entries, "offset", where) or 0, _byte_count(entries, "length", where)
+        available = max(0, file.stat().st_size - offset)
+        span = available if length is None else length  # what the file is said to hold for the tensor
+        held = span if span != size else min(available, size)
+        if held != size:
+            raise GraphError(f"{where}: {location!r} holds {held:,} bytes for it at offset {offset:,}, but its "
+                             f"shape {list(tensor.dims)} needs {size:,} bytes")
+        loaded = self.onnx.TensorProto()
+        loaded.CopyFrom(tensor)
+        del loaded.external_data[:]
+        loaded.data_location = self.onnx.TensorProto.DEFAULT
+        with file.open("rb") as data:
+            data.seek(offset)
+            loaded.raw_data = data.read(size)
+        return loaded
+
     # ------------------------------------------------------------------ helpers for converters
     def fail(self, node, message: str) -> None:
-        raise GraphError(f"{self.path.name}: ONNX node {node.name or node.op_type!r} ({node.op_type}) {message}")
+        raise GraphError(f"{self.path.name}: {_label(node)} {message}")
 
     def attr(self, node, name: str, default=None):
         for attribute in node.attribute:
@@ -231,8 +324,11 @@ class _Importer:
         return name in self.consts
 
     def _fold(self, node) -> None:
+        folder = FOLDERS[node.op_type]
+        inputs = [self.consts.get(n) if n else None for n in node.input]
         try:
-            result = FOLDERS[node.op_type](self, node, [self.consts.get(n) if n else None for n in node.input])
+            self._reserve(node, folder.elements(self, node, inputs))
+            result = folder.fold(self, node, inputs)
         except GraphError:
             raise
         except Exception as exc:  # noqa: BLE001  (numpy refusing odd shapes: a clear error, not a traceback)
@@ -242,6 +338,40 @@ class _Importer:
         elif not isinstance(result, np.ndarray):  # the batch symbol picked out of a shape
             result = np.array(result, dtype=object)
         self.consts[node.output[0]] = result
+
+    def _reserve(self, node, elements: int) -> None:
+        """Count a folded constant against the budget before it is allocated."""
+        if elements > self.limits.tensor_elements:
+            self.fail(node, f"would make a constant of {elements:,} elements, over the import limit of "
+                            f"{self.limits.tensor_elements:,} per tensor")
+        self.folded += elements
+        if self.folded > self.limits.folded_elements:
+            self.fail(node, f"would bring the folded constants to {self.folded:,} elements, over the import limit "
+                            f"of {self.limits.folded_elements:,} in all")
+
+
+def _data_file(folder: Path, location: str) -> Path | None:
+    """The regular file ``location`` names relative to the model's folder; None where it is not one or
+    lies outside the folder (an absolute path, ``..``, a link out), so no file is read from elsewhere,
+    the working directory included."""
+    try:
+        folder = folder.resolve()
+        file = (folder / location).resolve()
+        return file if location and file.is_relative_to(folder) and file.is_file() else None
+    except (OSError, ValueError):  # a name the file system refuses: too long, a NUL byte
+        return None
+
+
+def _label(node) -> str:
+    return f"ONNX node {node.name or node.op_type!r} ({node.op_type})"
+
+
+def _byte_count(entries: dict[str, str], key: str, where: str) -> int | None:
+    """An external-data offset or length (None where absent)."""
+    text = entries.get(key)
+    if text is not None and not text.isdecimal():
+        raise GraphError(f"{where} has an external data {key} of {text!r}, which is not a number of bytes")
+    return None if text is None else int(text)
 
 
 def _weight_prefix(imp: _Importer, weights: dict | None, node) -> str | None:
@@ -254,20 +384,31 @@ def _weight_prefix(imp: _Importer, weights: dict | None, node) -> str | None:
 
 
 # ---------------------------------------------------------------------- folding rules
-def folds(*op_types: str):
+def _first_input(imp, node, inputs) -> int:
+    """Ops whose result holds no more elements than their first input."""
+    return inputs[0].size
+
+
+def _read_from_file(imp, node, inputs) -> int:
+    """A value the file holds: bounded by the file, and sized by ``_Importer.array`` per tensor."""
+    return 0
+
+
+def folds(*op_types: str, elements: Callable = _first_input):
+    """Register how ONNX op types are folded on constants, and the size of the result."""
     def register(fn):
         for op in op_types:
-            FOLDERS[op] = fn
+            FOLDERS[op] = Folder(fn, elements)
         return fn
     return register
 
 
-@folds("Constant")
+@folds("Constant", elements=_read_from_file)
 def _constant(imp, node, inputs):
     for attribute in node.attribute:
         value = imp.onnx.helper.get_attribute_value(attribute)
         if attribute.name == "value":
-            return imp.numpy_helper.to_array(value)
+            return imp.array(value, _label(node))
         if attribute.name in ("value_float", "value_int"):
             return np.array(value)
         if attribute.name in ("value_floats", "value_ints"):
@@ -282,7 +423,7 @@ def _identity(imp, node, inputs):
     return inputs[0]
 
 
-@folds("Shape")
+@folds("Shape", elements=lambda imp, node, inputs: len(imp.dims.get(node.input[0]) or ()))
 def _shape(imp, node, inputs):
     dims = imp.dims.get(node.input[0])
     if dims is None or any(d is None for d in dims[1:]):
@@ -292,7 +433,13 @@ def _shape(imp, node, inputs):
     return values[start:end]
 
 
-@folds("Gather")
+def _gathered(imp, node, inputs) -> int:
+    data, indices = inputs
+    axis = imp.attr(node, "axis", 0) % max(data.ndim, 1)
+    return math.prod(data.shape[:axis] + data.shape[axis + 1:]) * indices.size
+
+
+@folds("Gather", elements=_gathered)
 def _gather(imp, node, inputs):
     return np.take(inputs[0], inputs[1].astype(np.int64), axis=imp.attr(node, "axis", 0))
 
@@ -312,7 +459,7 @@ def _squeeze(imp, node, inputs):
     return np.squeeze(inputs[0], axis=None if axes is None else tuple(int(a) for a in axes))
 
 
-@folds("Concat")
+@folds("Concat", elements=lambda imp, node, inputs: sum(a.size for a in inputs))
 def _concat_fold(imp, node, inputs):
     return np.concatenate(inputs, axis=imp.attr(node, "axis"))
 
@@ -422,7 +569,7 @@ def _matmul(imp, node):
         if bias is not None and bias.size == weight.shape[1] and bias.ndim <= 2:
             weights["bias"] = bias.reshape(-1)
             output = add.output[0]
-            imp.skip.add(list(imp.graph.node).index(add))
+            imp.skip.add(imp.producers[add.output[0]])
     imp.add(node, "linear", {"out_features": int(weight.shape[1]), "bias": "bias" in weights}, [node.input[0]],
             weights, output)
 
@@ -444,7 +591,8 @@ def _merge(imp, node):
 
 
 def _producer(imp, tensor: str):
-    return next((n for n in imp.graph.node if tensor in n.output), None)
+    index = imp.producers.get(tensor)
+    return None if index is None else imp.graph.node[index]
 
 
 @converts("BatchNormalization")
@@ -461,9 +609,6 @@ def _batchnorm(imp, node):
     imp.add(node, block, params, [node.input[0]], {
         "weight": scale, "bias": bias, "running_mean": mean, "running_var": var,
         "num_batches_tracked": np.array(0, dtype=np.int64)})
-
-
-_ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Mish": "mish"}
 
 
 @converts(*_ACTIVATIONS)
