@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-lint: $(STAMP)  ## ruff on everything
-	$(BIN)/ruff check .
+lint: $(STAMP)  ## ruff on everything, mypy on blocks/ and graphcore/core/
+	$(BIN)/ruff check . && $(BIN)/mypy
 
 # Debian's chromium + chromium-driver for the real-browser tests (they skip, saying why, without them).
 browser:  ## install Debian's chromium + chromium-driver when missing (as root)

@@ -8,24 +8,30 @@ param of composite blocks (``ACT_CLASSES``), the names the Python builder's ``m.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Generic, Literal
 
 from pydantic import Field
 from torch import nn
 
 from blocks.rules import torch_dim
-from blocks.spec import BlockSpec, Example, NoParams, Params, Shape, ShapeRule, register
+from blocks.spec import BlockSpec, Example, ModuleFactory, NoParams, P, Params, Shape, ShapeRule, register
 
 
 class LeakyReluParams(Params):
+    """Params of leaky_relu."""
+
     negative_slope: float = Field(0.01, ge=0, description="slope for negative inputs")
 
 
 class GeluParams(Params):
+    """Params of gelu."""
+
     approximate: Literal["none", "tanh"] = Field("none", description="'tanh' uses the faster approximation")
 
 
 class SoftmaxParams(Params):
+    """Params of softmax."""
+
     dim: int = Field(-1, description="dim to normalise over, PyTorch numbering (batch = 0)")
 
 
@@ -39,8 +45,8 @@ def _softmax_shape(p: SoftmaxParams, ins: dict[str, Shape]) -> Shape:
 
 
 @dataclass(frozen=True)
-class Activation:
-    """One activation function.
+class Activation(Generic[P]):
+    """One activation function, with params of class ``P``.
 
     ``torch_class`` names the ``torch.nn`` class that computes it; the params go to that class
     by keyword, so they are named as in PyTorch. ``onnx`` is the ONNX op that computes it, where
@@ -51,18 +57,19 @@ class Activation:
 
     torch_class: str
     doc: str
-    params: type[Params] = NoParams
-    shape: ShapeRule = _same_shape
+    params: type[P] = NoParams  # type: ignore[assignment]  # as BlockSpec.params
+    shape: ShapeRule[P] = _same_shape
     onnx: str | None = None
     aliases: tuple[str, ...] = ()
     block: bool = True
     elementwise: bool = True
 
-    def module(self, params: Params) -> nn.Module:
+    def module(self, params: P) -> nn.Module:
+        """The ``torch.nn`` module, given the params by keyword."""
         return getattr(nn, self.torch_class)(**params.model_dump())
 
 
-ACTIVATIONS: dict[str, Activation] = {
+ACTIVATIONS: dict[str, Activation[Any]] = {
     "relu": Activation("ReLU", "max(x, 0).", onnx="Relu"),
     "relu6": Activation("ReLU6", "min(max(x, 0), 6).", block=False),
     "leaky_relu": Activation("LeakyReLU", "x, or slope·x below 0", LeakyReluParams, onnx="LeakyRelu",
@@ -94,6 +101,10 @@ def activation_module(name: str) -> nn.Module:
     return getattr(nn, ACT_CLASSES[name])()
 
 
+def _activation_build(act: Activation[P]) -> ModuleFactory[P]:
+    return lambda p, ins: act.module(p)
+
+
 for _name, _act in ACTIVATIONS.items():
     if _act.block:
         register(BlockSpec(
@@ -102,6 +113,6 @@ for _name, _act in ACTIVATIONS.items():
             doc=_act.doc,
             params=_act.params,
             shape=_act.shape,
-            build=lambda p, ins, act=_act: act.module(p),
+            build=_activation_build(_act),
             examples=(Example({"in": (3, 4, 5)}), Example({"in": (7,)})),
         ))

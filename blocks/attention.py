@@ -47,6 +47,7 @@ class Attention(Block):
         self.out_proj = nn.Linear(dim, dim, bias=bias)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries (N, T, dim), keys and values (N, S, kdim/vdim) -> (N, T, dim)."""
         k = q if k is None else k
         v = k if v is None else v
         n, t, d = q.shape
@@ -69,6 +70,7 @@ class CrossAttention(Block):
         self.attn = Attention(dim, num_heads, kdim=context_dim, vdim=context_dim, dropout=dropout)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Tokens (N, T, D) attend to context (N, S, C) -> (N, T, D)."""
         return x + self.attn(self.norm(x), context)  # (N, T, D)
 
 
@@ -82,6 +84,7 @@ class FeedForward(Block):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, …, D) -> (N, …, D)."""
         x = self.drop(F.gelu(self.fc1(x)))  # (N, …, hidden)
         return self.drop(self.fc2(x))  # (N, …, D)
 
@@ -100,6 +103,7 @@ class TransformerBlock(Block):
         self.mlp = FeedForward(dim, hidden, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, T, D)."""
         x = x + self.drop(self.attn(self.ln_1(x)))  # (N, T, D)
         return x + self.mlp(self.ln_2(x))  # (N, T, D)
 
@@ -112,6 +116,7 @@ class PatchEmbed(Block):
         self.proj = nn.Conv2d(in_channels, embed_dim, patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (N, C, H, W) -> tokens (N, H/p · W/p, D)."""
         x = self.proj(x)  # (N, D, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (N, T, D)
 
@@ -126,11 +131,13 @@ class PosEmbed(Block):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-draws the embeddings as torchvision's ViT does; zeroes the class token."""
         nn.init.normal_(self.pos_embedding, std=0.02)  # as torchvision's ViT
         if self.class_token is not None:
             nn.init.zeros_(self.class_token)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, T, D), or (N, 1 + T, D) with a class token."""
         if self.class_token is not None:
             cls = self.class_token.expand(x.shape[0], -1, -1)  # (N, 1, D)
             x = torch.cat([cls, x], dim=1)  # (N, 1 + T, D)
@@ -145,9 +152,11 @@ class TokenSelect(Block):
         self.index = index
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, D)."""
         return x[:, self.index]  # (N, D)
 
     def extra_repr(self) -> str:
+        """Shown in the module's repr."""
         return f"index={self.index}"
 
 
@@ -160,6 +169,7 @@ class SelfAttention2d(Block):
         self.attn = Attention(channels, num_heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
         n, c, h, w = x.shape
         y = self.norm(x).flatten(2).transpose(1, 2)  # (N, H·W, C)
         y = self.attn(y).transpose(1, 2).reshape(n, c, h, w)  # (N, C, H, W)
@@ -168,6 +178,7 @@ class SelfAttention2d(Block):
 
 # ----------------------------------------------------------------------------- shared rule helpers
 def check_heads(width: int, num_heads: int, what: str = "width", port: str | None = None) -> None:
+    """Refuse a width that num_heads does not divide."""
     if width % num_heads:
         raise ShapeError(
             f"{what} ({width}) must be divisible by num_heads ({num_heads})",
@@ -176,6 +187,7 @@ def check_heads(width: int, num_heads: int, what: str = "width", port: str | Non
 
 
 def check_groups(channels: int, num_groups: int, what: str = "channels") -> None:
+    """Refuse a channel count that num_groups does not divide."""
     if channels % num_groups:
         raise ShapeError(
             f"{what} ({channels}) must be divisible by num_groups ({num_groups})",
@@ -196,6 +208,8 @@ def _tokens(shape: Shape, port: str = "in") -> Shape:
 
 # ----------------------------------------------------------------------------- multihead_attention
 class MultiheadParams(Params):
+    """Params of multihead_attention."""
+
     num_heads: Heads = 8
     separate_inputs: bool = Field(
         False, description="take queries, keys and values on ports q, k, v; off: one input 'in' attends to itself"
@@ -228,7 +242,7 @@ def _mha_build(p: MultiheadParams, ins: dict[str, Shape]) -> nn.Module:
     return Attention(ins["q"][-1], p.num_heads, kdim=ins["k"][-1], vdim=ins["v"][-1], dropout=p.dropout)
 
 
-def _mha_macs(p: MultiheadParams, ins, outs) -> int:
+def _mha_macs(p: MultiheadParams, ins: dict[str, Shape], outs: dict[str, Shape]) -> int:
     if not p.separate_inputs:
         t, d = ins["in"]
         return attention_macs(t, t, d)
@@ -255,6 +269,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- cross_attention
 class CrossAttentionParams(Params):
+    """Params of cross_attention."""
+
     num_heads: Heads = 8
     dropout: AttnDropoutRate = 0.0
     eps: float = Field(1e-5, gt=0, description="LayerNorm epsilon")
@@ -287,6 +303,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- ffn
 class FfnParams(Params):
+    """Params of ffn."""
+
     hidden_mult: float = Field(4.0, gt=0, le=64, description="hidden width = int(width · hidden_mult)")
     dropout: DropoutRate = 0.0
 
@@ -318,6 +336,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- transformer_block
 class TransformerParams(Params):
+    """Params of transformer_block."""
+
     num_heads: Heads = 12
     mlp_ratio: float = Field(4.0, gt=0, le=64, description="MLP hidden width = int(width · mlp_ratio)")
     dropout: DropoutRate = 0.0
@@ -332,7 +352,7 @@ def _transformer_shape(p: TransformerParams, ins: dict[str, Shape]) -> Shape:
     return (t, d)
 
 
-def _transformer_macs(p: TransformerParams, ins, outs) -> int:
+def _transformer_macs(p: TransformerParams, ins: dict[str, Shape], outs: dict[str, Shape]) -> int:
     t, d = ins["in"]
     return attention_macs(t, t, d) + 2 * t * d * _hidden(d, p.mlp_ratio, "mlp_ratio")
 
@@ -356,6 +376,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- patch_embed
 class PatchEmbedParams(Params):
+    """Params of patch_embed."""
+
     patch_size: PosInt = Field(16, description="side of each square patch (the conv's kernel and stride)")
     embed_dim: PosInt = Field(768, description="width of each token")
 
@@ -387,6 +409,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- pos_embed
 class PosEmbedParams(Params):
+    """Params of pos_embed."""
+
     cls_token: bool = Field(False, description="prepend a learned class token (ViT), so T grows by one")
 
 
@@ -408,6 +432,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- token_select
 class TokenSelectParams(Params):
+    """Params of token_select."""
+
     index: int = Field(0, description="which token to keep (0: ViT's class token; -1: the last)")
 
 
@@ -433,6 +459,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- self_attention2d
 class SelfAttention2dParams(Params):
+    """Params of self_attention2d."""
+
     num_heads: Heads = 1
     num_groups: Groups = 32
 

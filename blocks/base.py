@@ -34,4 +34,4 @@ class Block(nn.Module):
                 self.__dict__["init_kwargs"] = {k: v for k, v in list(bound.arguments.items())[1:]}
             init(self, *args, **kw)
 
-        cls.__init__ = recording_init
+        cls.__init__ = recording_init  # type: ignore[method-assign]  # wrapping each subclass's __init__ is the point

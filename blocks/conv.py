@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field
 from torch import nn
 
 from blocks.rules import SPATIAL_NAMES, Pad, PosInt, Size, expect_rank, per_dim, window_out
-from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
+from blocks.spec import BlockSpec, Example, MacCount, ModuleFactory, Params, Shape, ShapeError, ShapeRule, register
 
 
 class ConvParams(Params):
+    """Params of conv1d, conv2d and conv3d."""
+
     out_channels: PosInt = Field(16, description="number of output channels (filters)")
     kernel_size: Size = Field(3, description="window size, one int or one per spatial dim")
     stride: Size = Field(1, description="step between windows")
@@ -25,6 +28,8 @@ class ConvParams(Params):
 
 
 class ConvTransposeParams(Params):
+    """Params of conv_transpose2d."""
+
     out_channels: PosInt = Field(16, description="number of output channels")
     kernel_size: Size = Field(2, description="window size, one int or one per spatial dim")
     stride: Size = Field(2, description="upsampling factor")
@@ -39,7 +44,7 @@ def _layout(n: int) -> str:
     return "(C, " + ", ".join(SPATIAL_NAMES[n]) + ")"
 
 
-def _check_groups(in_channels: int, p) -> None:
+def _check_groups(in_channels: int, p: ConvParams | ConvTransposeParams) -> None:
     for what, channels in (("input channels", in_channels), ("out_channels", p.out_channels)):
         if channels % p.groups:
             raise ShapeError(
@@ -48,7 +53,7 @@ def _check_groups(in_channels: int, p) -> None:
             )
 
 
-def _conv_shape(n: int):
+def _conv_shape(n: int) -> ShapeRule[ConvParams]:
     def rule(p: ConvParams, ins: dict[str, Shape]) -> Shape:
         c, *spatial = expect_rank(ins["in"], n + 1, _layout(n))
         _check_groups(c, p)
@@ -68,15 +73,16 @@ def _conv_shape(n: int):
     return rule
 
 
-def _conv_macs(n: int):
-    def count(p: ConvParams, ins, outs) -> int:
+def _conv_macs(n: int) -> MacCount[ConvParams]:
+    def count(p: ConvParams, ins: dict[str, Shape], outs: dict[str, Shape]) -> int:
         in_channels = ins["in"][0]
         return math.prod(outs["out"]) * (in_channels // p.groups) * math.prod(per_dim(p.kernel_size, n, "kernel_size"))
 
     return count
 
 
-_CONV_CLASSES = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+# Callable: torch types each class's sizes for its own rank; per_dim gives as many as the rank.
+_CONV_CLASSES: dict[int, Callable[..., nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_EXAMPLES = {
     1: (Example({"in": (3, 16)}, {"out_channels": 4, "kernel_size": 5, "stride": 2}),),
     2: (Example({"in": (3, 16, 16)}, {"out_channels": 8, "padding": 1}),
@@ -86,7 +92,7 @@ _CONV_EXAMPLES = {
 }
 
 
-def _conv_build(n: int):
+def _conv_build(n: int) -> ModuleFactory[ConvParams]:
     def build(p: ConvParams, ins: dict[str, Shape]) -> nn.Module:
         padding = p.padding if isinstance(p.padding, str) else per_dim(p.padding, n, "padding")
         return _CONV_CLASSES[n](

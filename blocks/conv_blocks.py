@@ -7,7 +7,8 @@ counted (a batch norm folds into the conv at inference).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
@@ -18,8 +19,13 @@ from blocks.base import Block
 from blocks.rules import Pad, PosInt, Size, expect_rank, per_dim, window_out
 from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
-Act = Literal[tuple(ACT_CLASSES)]
+if TYPE_CHECKING:
+    Act = str  # a Literal built from a table at runtime is beyond a type checker
+else:
+    Act = Literal[tuple(ACT_CLASSES)]
 Norm = Literal["batch", "group", "none"]
+Pair = tuple[int, int]
+"""One value for H, one for W."""
 
 
 class ConvBnAct(Block):
@@ -45,6 +51,7 @@ class ConvBnAct(Block):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                               dilation=dilation, groups=groups, bias=norm == "none")
+        self.norm: nn.Module
         if norm == "batch":
             self.norm = nn.BatchNorm2d(out_channels, eps=eps)
         elif norm == "group":
@@ -54,6 +61,7 @@ class ConvBnAct(Block):
         self.act = activation_module(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H', W')."""
         return self.act(self.norm(self.conv(x)))  # (N, C_out, H', W')
 
 
@@ -73,6 +81,7 @@ class DwSeparableConv(Block):
         self.pointwise = ConvBnAct(in_channels, out_channels, 1, 1, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H', W')."""
         x = self.depthwise(x)  # (N, C_in, H', W')
         return self.pointwise(x)  # (N, C_out, H', W')
 
@@ -82,17 +91,25 @@ def conv_macs(out_shape: Shape, in_channels: int, kernel: tuple[int, ...], group
     return math.prod(out_shape) * (in_channels // groups) * math.prod(kernel)
 
 
-def same_padding(kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...]:
+def same_padding(kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
     """Padding that keeps the size at stride 1 for odd kernels: dilation · (k - 1) // 2 (k // 2 when undilated)."""
-    return tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+    (kh, kw), (dh, dw) = kernel, dilation
+    return dh * (kh - 1) // 2, dw * (kw - 1) // 2
 
 
-def spatial_out(hw: tuple[int, int], kernel, stride, padding, dilation=(1, 1)) -> tuple[int, int]:
+def spatial_out(
+    hw: tuple[int, int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int] = (1, 1),
+) -> Shape:
     """Output (H, W) of a 2-D window."""
     return tuple(window_out(hw[i], kernel[i], stride[i], padding[i], dilation[i], "HW"[i]) for i in range(2))
 
 
 def check_divisible(channels: int, by: int, what: str, by_name: str) -> None:
+    """Refuse a channel count that ``by`` does not divide, naming both params."""
     if channels % by:
         raise ShapeError(f"{what} ({channels}) must be divisible by {by_name} ({by})",
                          hint=f"pick {by_name} that divides {what}")
@@ -100,6 +117,8 @@ def check_divisible(channels: int, by: int, what: str, by_name: str) -> None:
 
 # --------------------------------------------------------------------------- conv_bn_act
 class ConvBnActParams(Params):
+    """Params of conv_bn_act."""
+
     out_channels: PosInt = Field(64, description="number of output channels (filters)")
     kernel_size: Size = Field(3, description="window size; padding is dilation·(kernel_size-1)//2 to keep the size")
     stride: Size = Field(1, description="step between windows (2 halves the size)")
@@ -111,7 +130,7 @@ class ConvBnActParams(Params):
     eps: float = Field(1e-5, gt=0, description="added to the norm's variance for stability")
 
 
-def _conv_bn_act_geometry(p: ConvBnActParams) -> tuple[tuple[int, ...], ...]:
+def _conv_bn_act_geometry(p: ConvBnActParams) -> tuple[Pair, Pair, Pair, Pair]:
     kernel = per_dim(p.kernel_size, 2, "kernel_size")
     dilation = per_dim(p.dilation, 2, "dilation")
     return kernel, per_dim(p.stride, 2, "stride"), same_padding(kernel, dilation), dilation
@@ -153,13 +172,15 @@ register(BlockSpec(
 
 # --------------------------------------------------------------------------- dw_separable_conv
 class DwSeparableParams(Params):
+    """Params of dw_separable_conv."""
+
     out_channels: PosInt = Field(64, description="channels of the pointwise (1×1) conv")
     kernel_size: Size = Field(3, description="window size of the depthwise conv")
     stride: Size = Field(1, description="stride of the depthwise conv (2 halves the size)")
     padding: Pad | None = Field(None, description="padding of the depthwise conv; None: (kernel_size-1)//2")
 
 
-def _dw_geometry(p: DwSeparableParams) -> tuple[tuple[int, ...], ...]:
+def _dw_geometry(p: DwSeparableParams) -> tuple[Pair, Pair, Pair]:
     kernel = per_dim(p.kernel_size, 2, "kernel_size")
     padding = same_padding(kernel, (1, 1)) if p.padding is None else per_dim(p.padding, 2, "padding")
     return kernel, per_dim(p.stride, 2, "stride"), padding

@@ -34,11 +34,14 @@ class Inception(Block):
                                      ConvBnAct(in_channels, pool_proj, 1, padding=0, eps=eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W)."""
         branches = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]  # each (N, C_i, H, W)
         return torch.cat(branches, dim=1)  # (N, ch1x1 + ch3x3 + ch5x5 + pool_proj, H, W)
 
 
 class InceptionParams(Params):
+    """Params of inception."""
+
     ch1x1: PosInt = Field(64, description="channels of the 1×1 branch")
     ch3x3red: PosInt = Field(96, description="1×1 reduction before the 3×3 branch")
     ch3x3: PosInt = Field(128, description="channels of the 3×3 branch")

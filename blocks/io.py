@@ -8,13 +8,15 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import PosInt
-from blocks.spec import ANY_IN, BlockSpec, Example, Params, promoted, register
+from blocks.spec import ANY_IN, BlockSpec, Dtype, Example, Params, promoted, register
 
-INPUT_DTYPES = {"float32": "float", "int64": "int"}
+INPUT_DTYPES: dict[str, Dtype] = {"float32": "float", "int64": "int"}
 """An input node's ``dtype`` param -> the dtype its tensor has in the graph."""
 
 
 class InputParams(Params):
+    """Params of an input node: its per-sample shape, dtype and argument name."""
+
     shape: list[PosInt] = Field(
         default_factory=lambda: [1, 28, 28],
         description="per-sample shape, batch excluded ([] for a timestep or a class id)",
@@ -24,6 +26,8 @@ class InputParams(Params):
 
 
 class OutputParams(Params):
+    """Params of an output node: its name."""
+
     name: str | None = Field(None, description="name of this output; defaults to the node id")
 
 

@@ -8,20 +8,24 @@ from pydantic import Field
 from torch import nn
 
 from blocks.rules import PosInt, expect_min_rank
-from blocks.spec import BlockSpec, Example, Params, Port, register
+from blocks.spec import BlockSpec, Example, Params, Port, Shape, register
 
 
 class LinearParams(Params):
+    """Params of linear."""
+
     out_features: PosInt = Field(64, description="size of each output vector")
     bias: bool = Field(True, description="learn an additive bias")
 
 
 class EmbeddingParams(Params):
+    """Params of embedding."""
+
     num_embeddings: PosInt = Field(10, description="number of distinct ids (vocabulary size)")
     embedding_dim: PosInt = Field(64, description="size of each embedding vector")
 
 
-def _linear_shape(p: LinearParams, ins):
+def _linear_shape(p: LinearParams, ins: dict[str, Shape]) -> Shape:
     shape = expect_min_rank(ins["in"], 1, "(…, F)")
     return (*shape[:-1], p.out_features)
 

@@ -8,16 +8,30 @@ from pydantic import Field
 from blocks.base import Block
 from blocks.rules import broadcast_shapes, torch_dim
 from blocks.shapes import shape_text
-from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, promoted, register, variadic_ports
+from blocks.spec import (
+    BlockSpec,
+    Example,
+    ModuleFactory,
+    Params,
+    Shape,
+    ShapeError,
+    promoted,
+    register,
+    variadic_ports,
+)
 
 Arity = Field(2, ge=2, le=64, description="number of inputs (ports in0 … in{n-1})")
 
 
 class MergeParams(Params):
+    """Params of add and mul."""
+
     n: int = Arity
 
 
 class ConcatParams(Params):
+    """Params of concat."""
+
     n: int = Arity
     dim: int = Field(1, description="dim to join along, PyTorch numbering (batch = 0, channels = 1)")
 
@@ -26,6 +40,7 @@ class Add(Block):
     """Sum of all inputs."""
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The inputs summed (broadcasting)."""
         out = xs[0]
         for x in xs[1:]:
             out = out + x
@@ -36,6 +51,7 @@ class Mul(Block):
     """Element-wise product of all inputs."""
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The inputs multiplied element-wise (broadcasting)."""
         out = xs[0]
         for x in xs[1:]:
             out = out * x
@@ -50,9 +66,11 @@ class Concat(Block):
         self.dim = dim
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The inputs joined along ``dim``."""
         return torch.cat(xs, dim=self.dim)
 
     def extra_repr(self) -> str:
+        """Shown in the module's repr."""
         return f"dim={self.dim}"
 
 
@@ -69,6 +87,10 @@ def _concat_shape(p: ConcatParams, ins: dict[str, Shape]) -> Shape:
     return (*first[:axis], sum(s[axis] for s in ins.values()), *first[axis + 1:])
 
 
+def _build_merge(cls: type[Block]) -> ModuleFactory[MergeParams]:
+    return lambda p, ins: cls()
+
+
 for _type, _cls, _doc in (("add", Add, "Sum of its inputs (residual connections)."),
                           ("mul", Mul, "Element-wise product of its inputs (gating).")):
     register(BlockSpec(
@@ -79,7 +101,7 @@ for _type, _cls, _doc in (("add", Add, "Sum of its inputs (residual connections)
         inputs=variadic_ports,
         shape=lambda p, ins: broadcast_shapes(ins),
         output_dtype=promoted,
-        build=lambda p, ins, cls=_cls: cls(),
+        build=_build_merge(_cls),
         examples=(Example({"in0": (3, 4, 4), "in1": (3, 4, 4)}),
                   Example({"in0": (3, 4, 4), "in1": (3, 1, 1), "in2": (1, 4, 4)}, {"n": 3})),
     ))

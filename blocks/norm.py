@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import Field
 from torch import nn
 
 from blocks.rules import PosInt, expect_min_rank, expect_rank
-from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
+from blocks.spec import BlockSpec, Example, ModuleFactory, Params, Shape, ShapeError, ShapeRule, register
 
 Eps = Annotated[float, Field(gt=0, description="added to the variance for stability")]
 
 
 class BatchNormParams(Params):
+    """Params of batchnorm1d/2d/3d."""
+
     eps: Eps = 1e-5
     momentum: float = Field(0.1, ge=0, le=1, description="weight of the newest batch in the running stats")
     affine: bool = Field(True, description="learn a scale and a shift")
 
 
 class GroupNormParams(Params):
+    """Params of groupnorm."""
+
     num_groups: PosInt = Field(8, description="channels are split into this many groups")
     eps: Eps = 1e-5
     affine: bool = Field(True, description="learn a scale and a shift")
 
 
 class LayerNormParams(Params):
+    """Params of layernorm."""
+
     eps: Eps = 1e-5
     elementwise_affine: bool = Field(True, description="learn a scale and a shift")
 
 
-def _batchnorm_rule(layouts: dict[int, str]):
+def _batchnorm_rule(layouts: dict[int, str]) -> ShapeRule[BatchNormParams]:
     def rule(p: BatchNormParams, ins: dict[str, Shape]) -> Shape:
         shape = ins["in"]
         if len(shape) not in layouts:
@@ -38,6 +45,10 @@ def _batchnorm_rule(layouts: dict[int, str]):
         return shape
 
     return rule
+
+
+def _batchnorm_build(cls: Callable[..., nn.Module]) -> ModuleFactory[BatchNormParams]:
+    return lambda p, ins: cls(ins["in"][0], eps=p.eps, momentum=p.momentum, affine=p.affine)
 
 
 _BATCHNORMS = {
@@ -53,7 +64,7 @@ for _type, (_cls, _layouts) in _BATCHNORMS.items():
         doc=f"Batch normalisation over channels of input {' or '.join(_layouts.values())}.",
         params=BatchNormParams,
         shape=_batchnorm_rule(_layouts),
-        build=lambda p, ins, cls=_cls: cls(ins["in"][0], eps=p.eps, momentum=p.momentum, affine=p.affine),
+        build=_batchnorm_build(_cls),
         examples=tuple(Example({"in": (6, 5, 4, 3)[:rank]}) for rank in _layouts),
     ))
 

@@ -14,6 +14,8 @@ from blocks.spec import BlockSpec, Example, Params, Shape, ShapeError, register
 
 
 class PoolParams(Params):
+    """Params of maxpool2d and avgpool2d."""
+
     kernel_size: Size = Field(2, description="window size")
     stride: Size | None = Field(None, description="step between windows (default: kernel_size)")
     padding: Pad = Field(0, description="padding on each side (at most half the kernel)")
@@ -21,6 +23,8 @@ class PoolParams(Params):
 
 
 class AdaptivePoolParams(Params):
+    """Params of adaptive_avgpool2d."""
+
     output_size: Size = Field(1, description="output height and width")
 
 
@@ -51,7 +55,7 @@ _POOL_EXAMPLES = (
 )
 
 
-def _window_macs(p: PoolParams, ins, outs) -> int:
+def _window_macs(p: PoolParams, ins: dict[str, Shape], outs: dict[str, Shape]) -> int:
     return math.prod(outs["out"]) * math.prod(per_dim(p.kernel_size, 2, "kernel_size"))
 
 
@@ -98,6 +102,7 @@ class GlobalAvgPool(Block):
     """Mean over every spatial dim: (N, C, *spatial) -> (N, C)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, *spatial) -> (N, C)."""
         return x.mean(dim=tuple(range(2, x.dim())))  # (N, C)
 
 

@@ -40,6 +40,7 @@ class ResidualBasic(Block):
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H', W')."""
         shortcut = x if self.downsample is None else self.downsample(x)  # (N, C_out, H', W')
         out = self.relu(self.bn1(self.conv1(x)))  # (N, C_out, H', W')
         out = self.bn2(self.conv2(out))  # (N, C_out, H', W')
@@ -67,6 +68,7 @@ class ResidualBottleneck(Block):
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H', W')."""
         shortcut = x if self.downsample is None else self.downsample(x)  # (N, C_out, H', W')
         out = self.relu(self.bn1(self.conv1(x)))  # (N, width, H, W)
         out = self.relu(self.bn2(self.conv2(out)))  # (N, width, H', W')
@@ -93,6 +95,7 @@ class ResidualPreact(Block):
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H', W')."""
         pre = self.relu(self.bn1(x))  # (N, C_in, H, W)
         shortcut = x if self.shortcut is None else self.shortcut(pre)  # (N, C_out, H', W')
         out = self.conv1(pre)  # (N, C_out, H', W')
@@ -110,6 +113,7 @@ class SqueezeExcite(Block):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, *spatial) -> (N, C, *spatial), each channel scaled by its gate."""
         squeezed = x.flatten(2).mean(-1)  # (N, C)
         gate = torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed))))  # (N, C)
         return x * gate.reshape(*gate.shape, *[1] * (x.dim() - 2))  # (N, C, *spatial)
@@ -130,16 +134,21 @@ class VggBlock(Block):
         self.pool = nn.MaxPool2d(2, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H // 2, W // 2)."""
         return self.pool(self.convs(x))  # (N, C_out, H // 2, W // 2)
 
 
 # --------------------------------------------------------------------------- specs
 class ResidualParams(Params):
+    """Params of residual_basic and residual_preact."""
+
     out_channels: PosInt = Field(64, description="channels of the block's output")
     stride: PosInt = Stride
 
 
 class BottleneckParams(Params):
+    """Params of residual_bottleneck."""
+
     bottleneck_channels: PosInt = Field(64, description="channels of the inner 3×3 conv (torchvision's width)")
     out_channels: PosInt = Field(256, description="channels of the block's output (4 × bottleneck in ResNet)")
     stride: PosInt = Stride
@@ -147,10 +156,14 @@ class BottleneckParams(Params):
 
 
 class SqueezeExciteParams(Params):
+    """Params of squeeze_excite."""
+
     reduction: PosInt = Field(16, description="the gate's hidden size is channels // reduction (at least 1)")
 
 
 class VggParams(Params):
+    """Params of vgg_block."""
+
     out_channels: PosInt = Field(64, description="channels of every conv in the stage")
     num_convs: int = Field(2, ge=1, le=8, description="number of 3×3 conv + ReLU layers before the pool")
     batch_norm: bool = Field(False, description="add a batch norm after each conv (torchvision's vgg*_bn)")

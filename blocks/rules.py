@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal, overload
 
 from pydantic import Field
 
@@ -34,6 +34,7 @@ def expect_rank(shape: Shape, rank: int, layout: str, port: str | None = None) -
 
 
 def expect_min_rank(shape: Shape, rank: int, layout: str) -> Shape:
+    """Refuse an input with fewer than ``rank`` per-sample dims (``layout`` names them)."""
     if len(shape) < rank:
         raise ShapeError(
             f"expects a per-sample input of at least {rank} dims {layout}, got {shape_text(shape)}",
@@ -42,6 +43,11 @@ def expect_min_rank(shape: Shape, rank: int, layout: str) -> Shape:
     return shape
 
 
+# For 2-D blocks the result is typed as the pair that torch's 2-D layers are typed to take.
+@overload
+def per_dim(value: int | Sequence[int], n: Literal[2], name: str) -> tuple[int, int]: ...
+@overload
+def per_dim(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]: ...
 def per_dim(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
     """Expand an int param to ``n`` dims, or check that a list has ``n`` entries."""
     if isinstance(value, int):

@@ -14,10 +14,11 @@ batch is dim 0, so that they mean what they mean in hand-written PyTorch.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -79,11 +80,14 @@ class Example:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-ShapeRule = Callable[[Params, dict[str, Shape]], "Shape | dict[str, Shape]"]
-ModuleFactory = Callable[[Params, dict[str, Shape]], nn.Module]
-MacCount = Callable[[Params, dict[str, Shape], dict[str, Shape]], int]
-PortList = Callable[[Params], tuple[Port, ...]]
-DtypeRule = Callable[[Params, dict[str, Dtype]], "Dtype | dict[str, Dtype] | None"]
+P = TypeVar("P", bound=Params)
+"""A block type's params class; the rules of its spec get params of that class."""
+
+ShapeRule = Callable[[P, dict[str, Shape]], "Shape | dict[str, Shape]"]
+ModuleFactory = Callable[[P, dict[str, Shape]], nn.Module]
+MacCount = Callable[[P, dict[str, Shape], dict[str, Shape]], int]
+PortList = Callable[[P], tuple[Port, ...]]
+DtypeRule = Callable[[P, dict[str, Dtype]], "Dtype | dict[str, Dtype] | None"]
 
 IN = (Port("in"),)
 ANY_IN = (Port("in", dtype="any"),)
@@ -97,8 +101,8 @@ def promoted(params: Params, inputs: dict[str, Dtype]) -> Dtype:
 
 
 @dataclass(frozen=True)
-class BlockSpec:
-    """Everything about one block type.
+class BlockSpec(Generic[P]):
+    """Everything about one block type, its rules typed over its params class ``P``.
 
     ``shape(params, inputs)`` gets the per-sample shapes of the connected input ports and
     returns the output shape (or a dict port -> shape for several outputs); it raises
@@ -115,26 +119,29 @@ class BlockSpec:
     type: str
     category: str
     doc: str
-    shape: ShapeRule
-    build: ModuleFactory | None
-    params: type[Params] = NoParams
-    inputs: tuple[Port, ...] | PortList = IN
+    shape: ShapeRule[P]
+    build: ModuleFactory[P] | None
+    # builtins.type: the field ``type`` above shadows the builtin in the class body. The ignore:
+    # a default cannot be typed as type[P] for every P; specs that leave params out use NoParams.
+    params: builtins.type[P] = NoParams  # type: ignore[assignment]
+    inputs: tuple[Port, ...] | PortList[P] = IN
     outputs: tuple[str, ...] = OUT
-    macs: MacCount | None = None
+    macs: MacCount[P] | None = None
     examples: tuple[Example, ...] = ()
-    output_dtype: Dtype | DtypeRule = "float"
+    output_dtype: Dtype | DtypeRule[P] = "float"
 
-    def input_ports(self, params: Params) -> tuple[Port, ...]:
+    def input_ports(self, params: P) -> tuple[Port, ...]:
+        """The input ports for these params (some blocks have as many ports as a param says)."""
         return self.inputs(params) if callable(self.inputs) else self.inputs
 
-    def infer(self, params: Params, inputs: dict[str, Shape]) -> dict[str, Shape]:
+    def infer(self, params: P, inputs: dict[str, Shape]) -> dict[str, Shape]:
         """Output shapes by port name."""
         result = self.shape(params, inputs)
         if isinstance(result, dict):
             return result
         return {self.outputs[0]: tuple(result)}
 
-    def infer_dtypes(self, params: Params, inputs: dict[str, Dtype]) -> dict[str, Dtype] | None:
+    def infer_dtypes(self, params: P, inputs: dict[str, Dtype]) -> dict[str, Dtype] | None:
         """Output dtypes by port name, from the dtypes of the connected input ports."""
         rule = self.output_dtype
         result = rule(params, inputs) if callable(rule) else rule
@@ -142,14 +149,15 @@ class BlockSpec:
             return result
         return dict.fromkeys(self.outputs, result)
 
-    def count_macs(self, params: Params, inputs: dict[str, Shape], outputs: dict[str, Shape]) -> int:
+    def count_macs(self, params: P, inputs: dict[str, Shape], outputs: dict[str, Shape]) -> int:
+        """Multiply-accumulates for one sample (0 for blocks that declare no count)."""
         return self.macs(params, inputs, outputs) if self.macs else 0
 
 
-_REGISTRY: dict[str, BlockSpec] = {}
+_REGISTRY: dict[str, BlockSpec[Any]] = {}
 
 
-def register(spec: BlockSpec) -> BlockSpec:
+def register(spec: BlockSpec[P]) -> BlockSpec[P]:
     """Add a spec to the registry; a type id can be registered once only, in a declared category."""
     if spec.type in _REGISTRY:
         raise ValueError(f"block type {spec.type!r} is already registered")
@@ -158,16 +166,18 @@ def register(spec: BlockSpec) -> BlockSpec:
     return spec
 
 
-def get(type_id: str) -> BlockSpec | None:
+def get(type_id: str) -> BlockSpec[Any] | None:
     """The spec of a type id, or None when there is none."""
     return _REGISTRY.get(type_id)
 
 
-def all_specs() -> list[BlockSpec]:
+def all_specs() -> list[BlockSpec[Any]]:
+    """Every registered spec, in registration order."""
     return list(_REGISTRY.values())
 
 
 def type_ids() -> list[str]:
+    """Every registered type id, in registration order."""
     return list(_REGISTRY)
 
 
@@ -177,7 +187,15 @@ def nearest(name: str, choices: Iterable[str]) -> str | None:
     return match[0] if match else None
 
 
-def variadic_ports(params: Params) -> tuple[Port, ...]:
+class Variadic(Protocol):
+    """Params with an ``n``: the number of input ports."""
+
+    @property
+    def n(self) -> int:
+        """How many inputs the block takes."""
+
+
+def variadic_ports(params: Variadic) -> tuple[Port, ...]:
     """Ports ``in0`` … ``in{n-1}`` for blocks with an ``n`` param; each takes any dtype
     (the merges promote, as PyTorch does)."""
     return tuple(Port(f"in{i}", dtype="any") for i in range(params.n))

@@ -21,19 +21,27 @@ from blocks.spec import ANY_IN, BlockSpec, Example, Params, Shape, ShapeError, p
 
 
 class DropoutParams(Params):
+    """Params of dropout and dropout2d."""
+
     p: DropoutRate = 0.5
 
 
 class FlattenParams(Params):
+    """Params of flatten."""
+
     start_dim: int = Field(1, description="first dim to flatten, PyTorch numbering (batch = 0)")
     end_dim: int = Field(-1, description="last dim to flatten")
 
 
 class ReshapeParams(Params):
+    """Params of reshape."""
+
     shape: list[int] = Field(default_factory=lambda: [-1], description="per-sample shape; one -1 is inferred")
 
 
 class PermuteParams(Params):
+    """Params of permute."""
+
     dims: list[int] = Field(
         default_factory=lambda: [1],
         description="new order of the non-batch dims, PyTorch numbering: [2, 3, 1] is NCHW -> NHWC",
@@ -41,6 +49,8 @@ class PermuteParams(Params):
 
 
 class UpsampleParams(Params):
+    """Params of upsample."""
+
     scale_factor: float = Field(2.0, gt=0, description="multiplier for every spatial size")
     mode: Literal["nearest", "linear", "bilinear", "bicubic", "trilinear"] = Field(
         "nearest", description="interpolation"
@@ -98,9 +108,11 @@ class Reshape(Block):
         self.shape = tuple(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, …) -> (N, *shape)."""
         return x.reshape(x.shape[0], *self.shape)
 
     def extra_repr(self) -> str:
+        """Shown in the module's repr."""
         return f"shape={self.shape}"
 
 
@@ -141,9 +153,11 @@ class Permute(Block):
         self.dims = tuple(dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, …) -> (N, …) with the non-batch dims reordered."""
         return x.permute(0, *self.dims)
 
     def extra_repr(self) -> str:
+        """Shown in the module's repr."""
         return f"dims={self.dims}"
 
 

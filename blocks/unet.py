@@ -49,6 +49,7 @@ class TimeEmbedding(Block):
         self.fc2 = nn.Linear(4 * dim, 4 * dim)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """Timesteps (N,) -> (N, 4·dim)."""
         half = self.dim // 2
         freqs = torch.exp(torch.arange(half, device=t.device) * (-math.log(10000.0) / half))  # (dim/2,)
         angles = t.float()[:, None] * freqs[None, :]  # (N, dim/2)
@@ -75,6 +76,7 @@ class ResBlock(Block):
         self.shortcut = conv(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C_in, *spatial), time embedding (N, temb_dim) -> (N, C_out, *spatial)."""
         h = self.conv1(F.silu(self.norm1(x)))  # (N, C_out, *spatial)
         if self.temb_proj is not None and temb is not None:
             scale = self.temb_proj(F.silu(temb))  # (N, C_out)
@@ -99,6 +101,7 @@ class UNetStage(Block):
         )
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H, W)."""
         for res, attn in zip(self.res, self.attn):
             x = attn(res(x, temb))  # (N, C_out, H, W)
         return x
@@ -116,6 +119,7 @@ class UNetDown(Block):
         self.down = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) if downsample else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C_in, H, W) -> downsampled (N, C_out, H/2, W/2) and skip (N, C_out, H, W)."""
         skip = self.stage(x, temb)  # (N, C_out, H, W)
         return self.down(skip), skip  # (N, C_out, H/2, W/2), (N, C_out, H, W)
 
@@ -131,6 +135,7 @@ class UNetMid(Block):
         self.res2 = ResBlock(channels, channels, temb_dim, num_groups, dropout)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H, W)."""
         x = self.attn(self.res1(x, temb))  # (N, C, H, W)
         return self.res2(x, temb)  # (N, C, H, W)
 
@@ -148,6 +153,7 @@ class UNetUp(Block):
                                num_groups, num_heads, dropout)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C_in, h, w) and skip (N, C_skip, H, W) -> (N, C_out, H, W)."""
         if self.upsample:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # (N, C_in, 2h, 2w)
         x = torch.cat([self.up_conv(x), skip], dim=1)  # (N, C_in + C_skip, H, W)
@@ -156,6 +162,8 @@ class UNetUp(Block):
 
 # ----------------------------------------------------------------------------- time_embedding
 class TimeEmbeddingParams(Params):
+    """Params of time_embedding."""
+
     dim: int = Field(128, ge=2, le=4096, multiple_of=2,
                      description="width of the sinusoidal embedding (even); the output is 4·dim wide")
 
@@ -185,6 +193,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- shared stage rules
 class StageParams(Params):
+    """Params shared by unet_down and unet_up."""
+
     out_channels: PosInt = Field(64, description="channels after the stage")
     num_res_blocks: ResBlocks = 2
     attention: bool = Field(False, description="self-attention after each residual block")
@@ -194,14 +204,20 @@ class StageParams(Params):
 
 
 class DownParams(StageParams):
+    """Params of unet_down."""
+
     downsample: bool = Field(True, description="halve H and W at the end (a stride-2 conv); off for the last stage")
 
 
 class UpParams(StageParams):
+    """Params of unet_up."""
+
     upsample: bool = Field(True, description="double H and W of 'in' first (nearest + conv); off for the first stage")
 
 
 class MidParams(Params):
+    """Params of unet_mid."""
+
     attention: bool = Field(True, description="self-attention between the two residual blocks")
     num_groups: Groups = 32
     num_heads: Heads = 1
@@ -252,7 +268,7 @@ def _down_shape(p: DownParams, ins: dict[str, Shape]) -> dict[str, Shape]:
     return {"out": (p.out_channels, h // 2, w // 2), "skip": skip}
 
 
-def _down_macs(p: DownParams, ins, outs) -> int:
+def _down_macs(p: DownParams, ins: dict[str, Shape], outs: dict[str, Shape]) -> int:
     c, h, w = ins["in"]
     macs = _stage_macs(p, c, h * w, _temb_dim(ins))
     return macs + (math.prod(outs["out"]) * p.out_channels * 9 if p.downsample else 0)
@@ -287,7 +303,7 @@ def _mid_shape(p: MidParams, ins: dict[str, Shape]) -> Shape:
     return ins["in"]
 
 
-def _mid_macs(p: MidParams, ins, outs) -> int:
+def _mid_macs(p: MidParams, ins: dict[str, Shape], outs: dict[str, Shape]) -> int:
     c, h, w = ins["in"]
     macs = 2 * _res_macs(c, c, h * w, _temb_dim(ins))
     return macs + (attention_macs(h * w, h * w, c) if p.attention else 0)
@@ -325,7 +341,7 @@ def _up_shape(p: UpParams, ins: dict[str, Shape]) -> Shape:
     return (p.out_channels, hs, ws)
 
 
-def _up_macs(p: UpParams, ins, outs) -> int:
+def _up_macs(p: UpParams, ins: dict[str, Shape], outs: dict[str, Shape]) -> int:
     c, _, _ = ins["in"]
     c_skip, h, w = ins["skip"]
     macs = _stage_macs(p, c + c_skip, h * w, _temb_dim(ins))

@@ -36,6 +36,7 @@ class VideoResBlock(Block):
         self.block = ResBlock(in_channels, out_channels, temb_dim, num_groups, dropout, dims=3)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C_in, T, H, W) -> (N, C_out, T, H', W')."""
         if self.resample == "down":
             x = F.avg_pool3d(x, (1, 2, 2))  # (N, C, T, H/2, W/2)
         elif self.resample == "up":
@@ -43,6 +44,7 @@ class VideoResBlock(Block):
         return self.block(x, temb)  # (N, C_out, T, H', W')
 
     def extra_repr(self) -> str:
+        """Shown in the module's repr."""
         return f"resample={self.resample!r}"
 
 
@@ -55,6 +57,7 @@ class TemporalAttention(Block):
         self.attn = Attention(channels, num_heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, H, W) -> (N, C, T, H, W)."""
         n, c, t, h, w = x.shape
         y = self.norm(x).permute(0, 3, 4, 2, 1).reshape(n * h * w, t, c)  # (N·H·W, T, C)
         y = self.attn(y).reshape(n, h, w, t, c).permute(0, 4, 3, 1, 2)  # (N, C, T, H, W)
@@ -70,6 +73,7 @@ class SpatialAttention(Block):
         self.attn = Attention(channels, num_heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, H, W) -> (N, C, T, H, W)."""
         n, c, t, h, w = x.shape
         y = self.norm(x).permute(0, 2, 3, 4, 1).reshape(n * t, h * w, c)  # (N·T, H·W, C)
         y = self.attn(y).reshape(n, t, h, w, c).permute(0, 4, 1, 2, 3)  # (N, C, T, H, W)
@@ -78,6 +82,8 @@ class SpatialAttention(Block):
 
 # ----------------------------------------------------------------------------- video_res_block
 class VideoResParams(Params):
+    """Params of video_res_block."""
+
     out_channels: PosInt = Field(64, description="channels after the block")
     resample: Literal["none", "down", "up"] = Field(
         "none", description="halve ('down', average) or double ('up', nearest) H and W first; T is kept"
@@ -110,7 +116,7 @@ def _res_shape(p: VideoResParams, ins: dict[str, Shape]) -> Shape:
     return (p.out_channels, t, h, w)
 
 
-def _res_macs(p: VideoResParams, ins, outs) -> int:
+def _res_macs(p: VideoResParams, ins: dict[str, Shape], outs: dict[str, Shape]) -> int:
     c, o = ins["in"][0], p.out_channels
     voxels = outs["out"][1] * outs["out"][2] * outs["out"][3]
     macs = voxels * o * 27 * (c + o) + (_temb_dim(ins) or 0) * o
@@ -138,6 +144,8 @@ register(BlockSpec(
 
 # ----------------------------------------------------------------------------- temporal / spatial attention
 class VideoAttentionParams(Params):
+    """Params of temporal_attention and spatial_attention."""
+
     num_heads: Heads = 1
     num_groups: Groups = 32
 

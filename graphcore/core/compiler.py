@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
+from blocks.io import InputParams
 from graphcore.core import fusion
 from graphcore.core.analysis import Analysis
 from graphcore.core.diagnostics import GraphError, errors
@@ -44,7 +45,7 @@ class GraphModel(fx.GraphModule):
                 # Children before parents, so a block's own reset_parameters has the last word.
                 for module in reversed(list(self.modules())):
                     if module is not self and hasattr(module, "reset_parameters"):
-                        module.reset_parameters()
+                        module.reset_parameters()  # type: ignore[operator]  # torch types module attributes as Tensor | Module
             return self
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -113,6 +114,7 @@ def compile(doc: GraphDoc, *, analysis: Analysis | None = None, fuse: bool = Fal
     for node in doc.nodes:  # forward's arguments in document order
         if node.type == "input":
             info = analysis.nodes[node.id]
+            assert isinstance(info.params, InputParams) and info.outputs is not None, "checked: the graph has no errors"
             values[(node.id, "out")] = _with_shape(graph.placeholder(info.params.name or node.id), info.outputs["out"])
     for node_id in analysis.order:
         info = analysis.nodes[node_id]
@@ -122,8 +124,12 @@ def compile(doc: GraphDoc, *, analysis: Analysis | None = None, fuse: bool = Fal
         if info.node.type == "output":
             results[node_id] = values[edges["in"]]
             continue
+        assert info.spec and info.spec.build and info.input_ports is not None, "checked: the graph has no errors"
+        assert info.inputs is not None and info.outputs is not None, "inferred: the graph has no errors"
         args = tuple(values[edges[p.name]] for p in info.input_ports if not p.optional)
-        kwargs = {p.name: values[edges[p.name]] for p in info.input_ports if p.optional and p.name in edges}
+        kwargs: dict[str, fx.node.Argument] = {
+            p.name: values[edges[p.name]] for p in info.input_ports if p.optional and p.name in edges
+        }
         root.add_module(node_id, info.spec.build(info.params, info.inputs))
         call = graph.call_module(node_id, args, kwargs)
         call.meta["label"] = info.node.label

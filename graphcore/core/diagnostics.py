@@ -27,14 +27,17 @@ class Diagnostic:
         return one_line(f"{self.severity}: {where}{self.message}{hint}")
 
     def to_dict(self) -> dict:
+        """The diagnostic as a plain dict, for JSON output."""
         return asdict(self)
 
 
 def error(node_id: str | None, message: str, hint: str | None = None, port: str | None = None) -> Diagnostic:
+    """An error diagnostic: the graph cannot compile until it is fixed."""
     return Diagnostic("error", node_id, port, message, hint)
 
 
 def warning(node_id: str | None, message: str, hint: str | None = None, port: str | None = None) -> Diagnostic:
+    """A warning diagnostic: the graph compiles, but something looks wrong."""
     return Diagnostic("warning", node_id, port, message, hint)
 
 
@@ -44,6 +47,7 @@ def one_line(text: str) -> str:
 
 
 def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Only the errors among ``diagnostics``."""
     return [d for d in diagnostics if d.severity == "error"]
 
 

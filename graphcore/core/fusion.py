@@ -8,6 +8,7 @@ cannot trace stays as it is (unfused) rather than failing the whole model.
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse as fx_fuse
@@ -37,4 +38,5 @@ def fuse(model: nn.Module) -> fx.GraphModule:
             return qualified_name in leaves or super().is_leaf_module(module, qualified_name)
 
     traced = fx.GraphModule(model, Tracer().trace(model))
-    return fx_fuse(traced, inplace=True, no_trace=True).eval()
+    # torch types fuse's result as a plain Module; given a GraphModule and no_trace, it returns one.
+    return cast(fx.GraphModule, fx_fuse(traced, inplace=True, no_trace=True).eval())

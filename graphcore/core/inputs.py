@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from blocks.io import InputParams
 from graphcore.core.analysis import Analysis
 
 DEFAULT_ID_RANGE = 10
@@ -25,6 +26,7 @@ class InputSpec:
     high: int = DEFAULT_ID_RANGE
 
     def random(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random batch of this input: normal floats, or ids in ``[0, high)``."""
         size = (batch, *self.shape)
         if self.dtype == "int64":
             return torch.randint(0, self.high, size, generator=generator)
@@ -39,6 +41,7 @@ def input_specs(analysis: Analysis, model: nn.Module | None = None) -> list[Inpu
         if node.type != "input":
             continue
         params = analysis.nodes[node.id].params
+        assert isinstance(params, InputParams), f"input {node.id!r} has invalid params: validate the graph first"
         high = DEFAULT_ID_RANGE
         if params.dtype == "int64" and model is not None:
             for dst, ins in analysis.in_edges.items():
@@ -50,5 +53,6 @@ def input_specs(analysis: Analysis, model: nn.Module | None = None) -> list[Inpu
 
 
 def random_inputs(specs: list[InputSpec], batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """One random batch for each input, in order, reproducible from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     return tuple(spec.random(batch, generator) for spec in specs)

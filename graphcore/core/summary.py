@@ -14,6 +14,8 @@ from graphcore.core.document import GraphDoc
 
 @dataclass(frozen=True)
 class SummaryRow:
+    """One node's line in a summary: its output shape, parameter count and MACs."""
+
     node_id: str
     type: str
     shape: tuple[int | None, ...] | None  # main output shape, batch as None
@@ -23,18 +25,23 @@ class SummaryRow:
 
 @dataclass(frozen=True)
 class Summary:
+    """A graph's summary: one row per node that reaches an output, and the totals; ``str()`` gives the table."""
+
     name: str
     rows: list[SummaryRow]
 
     @property
     def total_params(self) -> int:
+        """Parameters of the whole model."""
         return sum(r.params for r in self.rows)
 
     @property
     def total_macs(self) -> int:
+        """Multiply-accumulates of the whole model for one sample."""
         return sum(r.macs for r in self.rows)
 
     def to_dict(self) -> dict:
+        """The summary as plain data, totals included (for JSON output)."""
         return {"name": self.name, "rows": [asdict(r) for r in self.rows],
                 "total_params": self.total_params, "total_macs": self.total_macs}
 
@@ -50,6 +57,7 @@ class Summary:
 
 
 def human(count: int) -> str:
+    """A count in k, M or G with two decimals: 1234567 -> '1.23 M'."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if count >= size:
             return f"{count / size:.2f} {unit}"
@@ -67,13 +75,15 @@ def summary(doc: GraphDoc, *, analysis: Analysis | None = None) -> Summary:
         info = analysis.nodes[node_id]
         if node_id not in analysis.live:
             continue
-        shapes = info.outputs or info.inputs
+        assert info.spec and info.outputs is not None, "inferred: the graph has no errors"
+        inputs = info.inputs or {}  # None for an input node given its shape (inside a subgraph)
+        shapes = info.outputs or inputs
         main = next(iter(shapes.values()), None)
         params = 0
         if info.spec.build is not None:
             with torch.device("meta"):  # counts parameters without allocating them
-                module = info.spec.build(info.params, info.inputs)
+                module = info.spec.build(info.params, inputs)
             params = sum(p.numel() for p in module.parameters())
-        macs = info.spec.count_macs(info.params, info.inputs, info.outputs)
+        macs = info.spec.count_macs(info.params, inputs, info.outputs)
         rows.append(SummaryRow(node_id, info.node.type, None if main is None else (None, *main), params, macs))
     return Summary(doc.name, rows)

@@ -33,3 +33,22 @@ def residual_tower(num_blocks: int, channels: int = 16, size: int = 32) -> Graph
               Node(id="logits", type="output")]
     edges += [Edge(src=last, dst="pool"), Edge(src="pool", dst="head"), Edge(src="head", dst="logits")]
     return GraphDoc(name=f"residual_tower_{num_blocks}", nodes=nodes, edges=edges)
+
+
+def nested_subgraphs(depth: int, uses: int = 2, features: int = 8) -> GraphDoc:
+    """Subgraph ``level{k}`` chains ``uses`` nodes of type ``level{k-1}``; ``level0`` is one linear
+    layer; the graph uses ``level{depth}`` once. With 2 uses each level doubles the expanded graph
+    (``2**depth`` linears: the pattern that once made the analysis exponential); with 1, it is a
+    plain chain of ``depth`` levels."""
+
+    def level(name: str, inner: list[Node]) -> GraphDoc:
+        ids = ["x", *(n.id for n in inner), "y"]
+        nodes = [Node(id="x", type="input", params={"shape": [features]}), *inner, Node(id="y", type="output")]
+        return GraphDoc(name=name, nodes=nodes, edges=[Edge(src=a, dst=b) for a, b in zip(ids, ids[1:])])
+
+    subgraphs = {"level0": level("level0", [Node(id="fc", type="linear", params={"out_features": features})])}
+    for k in range(1, depth + 1):
+        subgraphs[f"level{k}"] = level(f"level{k}", [Node(id=f"use{i}", type=f"subgraph:level{k - 1}")
+                                                     for i in range(uses)])
+    top = level(f"nested_{uses}x{depth}", [Node(id="top", type=f"subgraph:level{depth}")])
+    return top.model_copy(update={"subgraphs": subgraphs})
