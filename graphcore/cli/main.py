@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from graphcore.cli.export import add_export_arguments, add_import_arguments, export_command, import_command
 from graphcore.cli.sample import add_sample_arguments, sample_command
@@ -83,20 +85,76 @@ command("import", "open an ONNX model as a graph and its weights", add_import_ar
 
 
 def editor(argv: list[str]) -> int:
-    """``netcanvas [--host H] [--port P] [--token T] [--native] [G.json]``: start the editor."""
-    parser = argparse.ArgumentParser(prog="netcanvas", description="NetCanvas: compose neural networks visually. "
-                                     f"Commands: {', '.join(COMMANDS)} (netcanvas COMMAND -h).")
+    """``netcanvas [--host H] [--port P] [--token T | --token-file F] [--native] [G.json]``: start the editor."""
+    parser = _editor_parser()
+    args = parser.parse_args(argv)
+    token = _read_token(parser, args.token_file) if args.token_file else args.token
+    refusal = _cannot_listen(args.host, args.port)
+    if refusal:  # found now, in one line, rather than after the server has said it is ready
+        print(f"netcanvas: {refusal}", file=sys.stderr)
+        return 2
+    start = _editor_entry_point()
+    start(graph=args.graph, host=args.host, port=args.port, token=token or None, native=args.native)
+    return 0
+
+
+def _editor_parser() -> argparse.ArgumentParser:
+    """The editor's arguments; its help (``netcanvas -h``) also lists the commands."""
+    commands = "\n".join(f"  {name:<10} {help_text}" for name, (help_text, _, _) in COMMANDS.items())
+    parser = argparse.ArgumentParser(prog="netcanvas", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="NetCanvas: compose neural networks visually. "
+                                                 "With no command, start the editor.",
+                                     epilog=f"commands (netcanvas COMMAND -h):\n{commands}")
     parser.add_argument("graph", nargs="?", default="lenet5", help="graph JSON file or template name to open")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--token", default=os.environ.get("NETCANVAS_TOKEN"),
-                        help="access token the page asks for; required for a --host other than loopback "
-                             "(default: $NETCANVAS_TOKEN)")
+    parser.add_argument("--port", type=_port, default=8080, help="port to listen on, 1-65535 (default: 8080)")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", default=os.environ.get("NETCANVAS_TOKEN"),
+                       help="access token (a long random string) the page asks for; required for a --host other "
+                            "than loopback. Default: $NETCANVAS_TOKEN. A token given here shows in ps: prefer "
+                            "$NETCANVAS_TOKEN or --token-file")
+    token.add_argument("--token-file", metavar="PATH", help="read the access token from this file (one line)")
     parser.add_argument("--native", action="store_true", help="open in a desktop window (needs pywebview)")
-    args = parser.parse_args(argv)
-    start = _editor_entry_point()
-    start(graph=args.graph, host=args.host, port=args.port, token=args.token or None, native=args.native)
-    return 0
+    return parser
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
+def _read_token(parser: argparse.ArgumentParser, path: str) -> str:
+    """The access token in the file ``path`` (so that it needn't show in ``ps``)."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"--token-file {path}: {getattr(exc, 'strerror', None) or exc}")
+    if not token:
+        parser.error(f"--token-file {path} is empty")
+    if "\n" in token:
+        parser.error(f"--token-file {path}: the token must be one line")
+    return token
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the editor could not listen on ``host:port`` (the port taken, no such address), or None:
+    found by binding a socket there as the server will."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                                flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no obstacle
+            probe.bind(address)
+    except OSError as exc:  # socket.gaierror included
+        return f"cannot listen on {where}: {exc.strerror or exc}"
+    return None
 
 
 def _editor_entry_point() -> Callable[..., None]:
@@ -122,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
+        if argv and argv[0] in COMMANDS:
             args = build_parser().parse_args(argv)
             return args.handler(args)
         return editor(argv)
