@@ -8,8 +8,13 @@ saved in NetCanvas loads into the generated code with ``strict=True``. Every ``f
 network's and each subgraph's) is written from the compiled model's fx graph, one line per module
 call with its output shapes as a comment, so the file calls modules exactly as the model does.
 
-Safety: every identifier comes through ``graphcore.core.names``; user text (graph name, labels,
-input names) only enters as a ``repr()`` literal or inside a comment, escaped onto one line.
+Safety: every identifier comes through ``graphcore.core.names``, and attribute names are node ids
+that ``check_id`` accepted; user text (graph name, labels, subgraph names) only enters inside a
+comment, escaped onto one line and never an encoding declaration, and never on the first two
+lines, where Python reads one. The finished file is checked as Python reads its UTF-8 bytes.
+
+Nothing here needs a weight, so the model is compiled on the meta device: exporting a graph with
+huge layers takes no more memory than exporting a small one.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from torch import fx, nn
 
 from blocks.base import Block
 from blocks.shapes import shape_text
-from graphcore.core.analysis import Analysis
+from graphcore.core.analysis import Analysis, check_id
 from graphcore.core.compiler import GraphModel, compile
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc
@@ -40,6 +45,7 @@ from graphcore.core.inputs import input_specs
 from graphcore.core.names import Namespace, class_name
 
 INDENT = "    "
+_FILENAME = "<generated>"
 EXAMPLE_BATCH = 2
 
 # Constructor arguments that a torch.nn module keeps under another attribute.
@@ -54,16 +60,29 @@ Line = tuple[str, str]
 
 
 def to_python(doc: GraphDoc) -> str:
-    """Standalone Python source for ``doc``; raises ``GraphError`` if the graph does not compile."""
+    """Standalone Python source for ``doc``; raises ``GraphError`` if the graph does not compile.
+
+    Write it to a file as UTF-8 (``source.encode("utf-8")``): that is how it was checked."""
     analysis = Analysis(doc)
-    model = compile(doc, analysis=analysis)
+    with torch.device("meta"):  # the writer reads module structure, never a weight
+        model = compile(doc, analysis=analysis)
     return _Writer(analysis, model).source()
 
 
 # ----------------------------------------------------------------------------- user text
+# What makes a comment an encoding declaration (PEP 263), matched more widely than Python does.
+_DECLARATION = re.compile(r"(coding)([:=])", re.IGNORECASE)
+
+
 def comment(text: Any, limit: int = 120) -> str:
-    """User text made safe for a ``#`` comment: escaped, one line, shortened."""
-    escaped = repr(str(text))[1:-1]
+    """User text made safe for a ``#`` comment: escaped, one line, shortened, no encoding declaration.
+
+    ``repr`` escapes every character that is not printable, which takes in every line break
+    (``\\r \\n \\x0b \\x0c \\x1c-\\x1e \\x85 \\u2028 \\u2029``), NUL and lone surrogates. The ``:``
+    or ``=`` after ``coding`` is escaped as well (``coding\\x3a``): a declaration would make Python
+    decode the file another way (as UTF-7, where ``+AAo-`` in a comment is a new line of code).
+    """
+    escaped = _DECLARATION.sub(lambda m: f"{m[1]}\\x{ord(m[2]):02x}", repr(str(text))[1:-1])
     return escaped if len(escaped) <= limit else escaped[: limit - 1] + "…"
 
 
@@ -449,7 +468,7 @@ class _Writer:
         """Constructor lines, forward's arguments and forward's lines of a compiled model, written
         from its fx graph, so the export calls every module exactly as the compiled model does.
         Errors name ``owner`` (the node that holds a subgraph), or else the node at fault."""
-        attrs, local = Namespace(avoid_builtins=False), Namespace({"self"})
+        local = Namespace({"self"})
         init: list[str] = []
         args: list[str] = []
         forward: list[Line] = []
@@ -459,7 +478,7 @@ class _Writer:
                 values[node] = local.name(node.target)
                 args.append(values[node])
             elif node.op == "call_module":
-                init.append(self._init_line(model, node, attrs, owner or node.target))
+                init.append(self._init_line(model, node, owner or node.target))
                 forward.append(_call_line(node, values, local))
             elif node.op == "call_function" and node.target is operator.getitem:
                 continue  # named by the call line that unpacks it
@@ -470,8 +489,10 @@ class _Writer:
                 raise GraphError(f"node {owner or node.name!r}: step {node.op} {node.target} cannot be exported")
         return init, args, forward
 
-    def _init_line(self, model: GraphModel, node: fx.Node, attrs: Namespace, owner: str) -> str:
-        if attrs.name(node.target) != node.target:  # ids are validated identifiers, so this never renames
+    def _init_line(self, model: GraphModel, node: fx.Node, owner: str) -> str:
+        # The attribute is the node id unchanged (state_dict keys must match), so it must pass the
+        # rule validation applies: every id that validates exports, and no other text becomes code.
+        if check_id(node.target) is not None:
             raise GraphError(f"node {node.target!r}: id cannot be used as an attribute name")
         label = node.meta["label"]
         note = f"  # {comment(label)}" if label else ""
@@ -483,8 +504,10 @@ class _Writer:
         specs = input_specs(self.analysis, self.model)
         net = self.top.name(class_name(self.doc.name), fallback="Net")
         out: list[str] = [
-            f"# {net}: generated by NetCanvas from the graph {comment(repr(self.doc.name))}.",
-            "# Needs only PyTorch. Run it to check it: python this_file.py [weights.pt]",
+            # Fixed text: Python reads an encoding declaration on the first two lines.
+            "# Generated by NetCanvas. Needs only PyTorch.",
+            "# Run it to check it: python this_file.py [weights.pt]",
+            f"# {net} is the network of the graph {comment(repr(self.doc.name))}.",
             "",
             "from __future__ import annotations",
             "",
@@ -532,6 +555,18 @@ class _Writer:
         else:
             out.append(f"{INDENT}for y in out:")
             out.append(f"{INDENT * 2}print(tuple(y.shape))")
-        source = "\n".join(out) + "\n"
-        ast.parse(source)  # a bug here must never reach a user as a broken file
-        return source
+        return _read_as_written("\n".join(out) + "\n")
+
+
+def _read_as_written(source: str) -> str:
+    """``source``, once Python is known to read its UTF-8 bytes as exactly this program.
+
+    The bytes are what Python runs, and it decodes them by any encoding declaration they hold, so
+    parsing the text alone would not see a comment turn into code. A bug here must never reach a
+    user as a broken or hostile file."""
+    as_read = ast.parse(source.encode("utf-8"), _FILENAME)
+    if ast.dump(as_read) != ast.dump(ast.parse(source, _FILENAME)):
+        raise GraphError("cannot export: Python would read the generated file as another program "
+                         "(a NetCanvas bug: please report it with this graph)")
+    builtins.compile(as_read, _FILENAME, "exec")  # what ast.parse lets through: say, a misplaced return
+    return source
