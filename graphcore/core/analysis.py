@@ -10,6 +10,12 @@ starts. Dtypes need no shapes, so they are inferred past a shape problem.
 The editor keeps one ``Analysis`` per document: after a param edit it calls
 ``update_node(id)``, which re-checks that node and re-infers only its descendants, stopping
 along each path as soon as the shapes come out unchanged.
+
+Cost and size: a subgraph is analysed once per input signature (see ``subgraphs``), so an
+analysis grows with the document, not with the expanded graph. Each node's weights are sized on
+the meta device, without allocating them; a tensor over ``LIMITS.max_tensor_elements``, weights
+over ``LIMITS.max_model_bytes`` or a graph that expands past ``LIMITS.max_expanded_nodes`` is an
+error naming the node. A ``Deadline`` stops an analysis cleanly (a ``GraphError``) once passed.
 """
 
 from __future__ import annotations
@@ -19,16 +25,24 @@ import functools
 import gc
 import heapq
 import keyword
+import reprlib
+import time
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from typing import cast
 
 import networkx as nx
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from torch import fx, nn
 
 import blocks
 from blocks import BlockSpec, Dtype, Params, Port, Shape, ShapeError
-from graphcore.core.diagnostics import Diagnostic, error, warning
+from blocks.io import InputParams
+from graphcore.core import limits
+from graphcore.core.diagnostics import Diagnostic, GraphError, error, warning
 from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.limits import Weights, size_text
 from graphcore.core.subgraphs import Library
 
 # Ids become attribute names on the compiled model, so they must not shadow its own
@@ -44,6 +58,38 @@ _DTYPE_HINTS: dict[str, str] = {
     "int": "feed it ids: an input with dtype int64 (class ids, token ids or timesteps)",
     "float": "ids become float vectors through an embedding block; or give the input dtype float32",
 }
+
+# A bad param value is quoted in its message: shortened, since it can be a megabyte of nested lists.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxlong = _QUOTE.maxother = 60
+_QUOTE.maxlevel = 3
+
+
+class Deadline:
+    """When analyses must give up: ``Analysis(doc, deadline=Deadline(5))``, or ``with Deadline(5):``
+    around code that makes analyses (an ``EditSession``). It is checked between nodes, so a late
+    analysis stops cleanly with a ``GraphError`` (nothing is killed); a subgraph's analysis
+    inherits the deadline of the analysis that made it."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self._tokens: list[Token[Deadline | None]] = []
+
+    def check(self) -> None:
+        """Raise ``GraphError`` once the deadline has passed."""
+        if time.monotonic() > self.at:
+            raise GraphError(f"analysis took longer than {self.seconds:g} s")
+
+    def __enter__(self) -> Deadline:
+        self._tokens.append(_DEADLINE.set(self))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _DEADLINE.reset(self._tokens.pop())
+
+
+_DEADLINE: ContextVar[Deadline | None] = ContextVar("netcanvas_analysis_deadline", default=None)
 
 
 @dataclass(slots=True)
@@ -61,27 +107,33 @@ class NodeInfo:
     inputs: dict[str, Shape] | None = None  # per-sample shapes arriving at connected ports
     outputs: dict[str, Shape] | None = None  # per-sample shapes leaving each output port
     dtypes: dict[str, Dtype] | None = None  # dtype leaving each output port
+    weights: Weights | None = None  # its parameters and buffers, once its shapes are known
+    size_problem: Diagnostic | None = None  # weights too large to make
 
     @property
     def output_ports(self) -> tuple[str, ...]:
+        """The node's output port names (none while its type is unknown)."""
         return self.spec.outputs if self.spec else ()
 
     def diagnostics(self) -> list[Diagnostic]:
-        shape = [self.shape_problem] if self.shape_problem else []
-        return [*self.problems, *self.wiring, *self.dtype_problems, *shape]
+        """Every problem of this node: id, type, params, wiring, dtypes, shape and size."""
+        inferred = [p for p in (self.shape_problem, self.size_problem) if p]
+        return [*self.problems, *self.wiring, *self.dtype_problems, *inferred]
 
     def inferred(self) -> tuple:
         """What inference derives for this node, to tell whether an update changed it."""
-        return self.outputs, self.dtypes, self.shape_problem, self.dtype_problems
+        return self.outputs, self.dtypes, self.shape_problem, self.dtype_problems, self.size_problem
 
 
 @functools.lru_cache(maxsize=8192)
 def check_id(node_id: str) -> Diagnostic | None:
+    """The problem with a node id, or None: it must be a plain identifier the compiled model does not use."""
     if not node_id.isidentifier() or not node_id.isascii():
         return error(node_id, "id is not a valid name",
                      hint="use letters, digits and _ only, not starting with a digit")
     if keyword.iskeyword(node_id) or keyword.issoftkeyword(node_id):
-        return error(node_id, "id is a Python keyword", hint=f"rename it, e.g. to {node_id}_")
+        renamed = "node" if node_id == "_" else f"{node_id}_"  # "__" would be refused below
+        return error(node_id, "id is a Python keyword", hint=f"rename it, e.g. to {renamed}")
     if node_id.startswith("__"):
         return error(node_id, "id starts with '__', which Python mangles",
                      hint="rename it without the leading underscores")
@@ -95,7 +147,7 @@ def check_params(node_id: str, spec: BlockSpec, raw: dict) -> tuple[Params | Non
     try:
         return spec.params.model_validate(raw), []
     except ValidationError as exc:
-        by_param: dict[str, list[dict]] = {}
+        by_param: dict[str, list[ErrorDetails]] = {}
         for err in exc.errors():
             by_param.setdefault(str(err["loc"][0]) if err["loc"] else "params", []).append(err)
     fields = spec.params.model_fields
@@ -109,7 +161,7 @@ def check_params(node_id: str, spec: BlockSpec, raw: dict) -> tuple[Params | Non
         reasons = " or ".join(dict.fromkeys(e["msg"][0].lower() + e["msg"][1:] for e in errs))
         description = fields[name].description if name in fields else None
         problems.append(error(
-            node_id, f"param {name!r} = {raw.get(name)!r} is not valid: {reasons}",
+            node_id, f"param {name!r} = {_QUOTE.repr(raw.get(name))} is not valid: {reasons}",
             hint=f"{name}: {description}" if description else None,
         ))
     return None, problems
@@ -133,7 +185,7 @@ def check_node(node: Node, library: Library | None = None) -> NodeInfo:
         info.input_ports = spec.input_ports(info.params)
     elif not callable(spec.inputs):
         info.input_ports = spec.inputs
-    if node.type == "input" and info.params is not None:
+    if node.type == "input" and isinstance(info.params, InputParams):
         name = info.params.name or node.id
         if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
             info.problems.append(error(node.id, f"input name {name!r} is not a valid argument name",
@@ -145,14 +197,16 @@ class Analysis:
     """Diagnostics and shapes of one document; see the module docstring."""
 
     def __init__(self, doc: GraphDoc, *, library: Library | None = None,
-                 input_shapes: dict[str, Shape] | None = None):
+                 input_shapes: dict[str, Shape] | None = None, deadline: Deadline | None = None):
         """``library`` resolves ``subgraph:NAME`` types (default: ``doc.subgraphs``);
         ``input_shapes`` overrides the shapes of input nodes (how a subgraph is analysed
-        with the shapes that reach it)."""
+        with the shapes that reach it); ``deadline`` bounds this analysis (by default, the
+        one of an enclosing ``with Deadline(…)``, if any; later updates have only that one)."""
         self.doc = doc
         self.library = library or Library(doc.subgraphs)
         self.input_shapes = input_shapes or {}
-        self._build()
+        with deadline or contextlib.nullcontext():
+            self._build()
 
     # ----------------------------------------------------------------- full pass
     def _build(self) -> None:
@@ -164,7 +218,10 @@ class Analysis:
     def _build_all(self) -> None:
         self.nodes: dict[str, NodeInfo] = {}
         self.graph_problems: list[Diagnostic] = []
+        deadline = _DEADLINE.get()
         for node in self.doc.nodes:
+            if deadline:
+                deadline.check()
             if node.id in self.nodes:
                 self.graph_problems.append(error(node.id, "duplicate id: another node already has it",
                                                  hint="give every node its own id"))
@@ -173,7 +230,10 @@ class Analysis:
         self._wire()
         self._order()
         for node_id in self.order:
+            if deadline:
+                deadline.check()
             self._infer(node_id)
+        self._check_budgets()
 
     def _wire(self) -> None:
         """Check edges and ports; build the in-edge and successor indexes."""
@@ -264,10 +324,11 @@ class Analysis:
 
     def _infer(self, node_id: str) -> None:
         info = self.nodes[node_id]
-        info.inputs = info.outputs = info.dtypes = info.shape_problem = None
+        info.inputs = info.outputs = info.dtypes = info.shape_problem = info.weights = info.size_problem = None
         info.dtype_problems = ()
         if info.params is None or info.input_ports is None:
             return
+        assert info.spec is not None, "params are checked against a spec"
         edges = self.in_edges[node_id]
         if any(not p.optional and p.name not in edges for p in info.input_ports):
             return
@@ -283,9 +344,29 @@ class Analysis:
             info.outputs = info.spec.infer(info.params, inputs)
         except ShapeError as exc:
             info.shape_problem = error(node_id, exc.message, hint=exc.hint, port=exc.port)
+        except GraphError:
+            raise  # a deadline passed in the analysis of a subgraph: this one stops too
         except Exception as exc:  # a bug in a shape rule: say so, but keep the editor alive
             info.shape_problem = error(node_id, f"internal error in the {info.node.type} shape rule: "
                                        f"{type(exc).__name__}: {exc}", hint="please report this graph")
+        else:
+            self._weigh(node_id, info)
+
+    def _weigh(self, node_id: str, info: NodeInfo) -> None:
+        """Size the node's weights without allocating them; an error for a tensor over the budget."""
+        assert info.spec is not None and info.params is not None and info.inputs is not None, "inferred nodes only"
+        try:
+            weights = self.library.weights(info.spec, info.params, info.inputs)
+        except Exception as exc:  # a size that overflows while counting, or a bug in the block's factory
+            info.size_problem = _unsizable(node_id, info.node.type, exc)
+            return
+        numbers, tensor = weights.largest
+        cap = limits.LIMITS.max_tensor_elements
+        if numbers > cap:  # reported here, and left out of the model's total: reported once
+            info.size_problem = error(node_id, f"its {tensor} would hold {numbers:,} numbers, more than the {cap:,} "
+                                      "one tensor may hold", hint=_SMALLER)
+            return
+        info.weights = weights
 
     def _infer_dtypes(self, node_id: str, info: NodeInfo) -> None:
         """Output dtypes from the dtypes arriving; an error per port that gets the wrong one."""
@@ -293,9 +374,11 @@ class Analysis:
         arriving = self._arriving(edges, "dtypes")
         if arriving is None:
             return
+        assert info.spec is not None and info.input_ports is not None, "_infer calls this for checked nodes only"
         info.dtypes = info.spec.infer_dtypes(info.params, arriving)
+        # cast: the condition below leaves out the ports that take "any"
         info.dtype_problems = tuple(
-            self._dtype_problem(node_id, port.name, port.dtype, arriving[port.name], edges[port.name])
+            self._dtype_problem(node_id, port.name, cast(Dtype, port.dtype), arriving[port.name], edges[port.name])
             for port in info.input_ports
             if port.name in arriving and port.dtype not in ("any", arriving[port.name]))
 
@@ -323,14 +406,60 @@ class Analysis:
         else:
             self.graph_problems.append(problem)
 
+    def _check_budgets(self) -> None:
+        """The caps on the whole model: nodes once expanded, bytes of weights. Re-checked after
+        every update, since a param (a repeat, a width) changes them. Then the graph-wide problems
+        are indexed by the node they name (a node's view reads them: one lookup, not a scan)."""
+        self.budget_problems = [p for p in (self._expanded_problem(), self._weights_problem()) if p]
+        self._named: dict[str, list[Diagnostic]] = {}
+        for problem in self.graph_problems + self.budget_problems:
+            if problem.node_id is not None:
+                self._named.setdefault(problem.node_id, []).append(problem)
+
+    def _expanded_problem(self) -> Diagnostic | None:
+        cap = limits.LIMITS.max_expanded_nodes
+        if not self.library.subgraphs and len(self.nodes) <= cap:
+            return None
+        sizes = {nid: self.library.expanded_size(info.node) for nid, info in self.nodes.items()}
+        total = sum(sizes.values())
+        if total <= cap:
+            return None
+        biggest = max(sizes, key=sizes.__getitem__)
+        if sizes[biggest] == 1:
+            return error(None, f"the graph has {total:,} nodes, more than the {cap:,} a model may have",
+                         hint="split it into smaller graphs")
+        return error(biggest, f"the graph expands to {total:,} nodes, more than the {cap:,} a model may have",
+                     hint=f"this node alone expands to {sizes[biggest]:,}; use fewer copies or smaller subgraphs")
+
+    def _weights_problem(self) -> Diagnostic | None:
+        cap = limits.LIMITS.max_model_bytes
+        sizes = [(weights.bytes, nid) for nid, weights in self._model_weights()]
+        total = sum(n_bytes for n_bytes, _ in sizes)
+        if total <= cap:
+            return None
+        biggest, node_id = max(sizes, key=lambda size: size[0])  # the first of the largest
+        return error(node_id, f"the model's weights would take {size_text(total)}, more than the "
+                     f"{size_text(cap)} budget", hint=f"this block alone takes {size_text(biggest)}; {_SMALLER}")
+
+    def _model_weights(self) -> list[tuple[str, Weights]]:
+        """The weights of each node that reaches an output (what is compiled), in execution order."""
+        return [(nid, info.weights) for nid in self.order
+                if nid in self.live and (info := self.nodes[nid]).weights is not None]
+
     # ----------------------------------------------------------------- results
     @property
     def diagnostics(self) -> list[Diagnostic]:
+        """Every problem in the graph: graph-wide ones first, then each node's."""
         found = [d for info in self.nodes.values() for d in info.diagnostics()]
-        return self.graph_problems + found
+        return self.graph_problems + self.budget_problems + found
+
+    def weights(self) -> Weights:
+        """The weights of the model: those of every node that reaches an output."""
+        return limits.total(weights for _, weights in self._model_weights())
 
     @property
     def ok(self) -> bool:
+        """Whether the graph has no errors (warnings allowed)."""
         return not any(d.severity == "error" for d in self.diagnostics)
 
     def shapes(self) -> dict[tuple[str, str], tuple[int | None, ...]]:
@@ -344,9 +473,10 @@ class Analysis:
         return self._arriving(self.in_edges[node_id], "dtypes")
 
     def node_diagnostics(self, node_id: str) -> list[Diagnostic]:
+        """The problems of one node, its own and the graph-wide ones that name it."""
         info = self.nodes.get(node_id)
         own = info.diagnostics() if info else []
-        return own + [d for d in self.graph_problems if d.node_id == node_id]
+        return own + self._named.get(node_id, [])
 
     # ----------------------------------------------------------------- incremental
     def update_node(self, node_id: str) -> set[str]:
@@ -362,13 +492,19 @@ class Analysis:
         new.wiring = old.wiring
         self.nodes[node_id] = new
         with gc_paused():
-            return self._propagate(node_id)
+            changed = self._propagate(node_id)
+        budget_before = self.budget_problems
+        self._check_budgets()
+        return changed | {d.node_id for d in set(budget_before) ^ set(self.budget_problems) if d.node_id is not None}
 
     def _propagate(self, node_id: str) -> set[str]:
         changed = {node_id}
         heap = [(self.rank[node_id], node_id)] if node_id in self.rank else []
         queued = {node_id}
+        deadline = _DEADLINE.get()
         while heap:
+            if deadline:
+                deadline.check()
             _, nid = heapq.heappop(heap)
             info = self.nodes[nid]
             before = info.inferred()
@@ -386,16 +522,18 @@ class Analysis:
     def rebuild(self) -> set[str]:
         """Full re-analysis after a structural edit; returns the ids whose results changed."""
         before = {nid: (info.outputs, info.dtypes, info.diagnostics()) for nid, info in self.nodes.items()}
-        graph_before = list(self.graph_problems)
+        graph_before = self.graph_problems + self.budget_problems
         self._build()
         after = {nid: (info.outputs, info.dtypes, info.diagnostics()) for nid, info in self.nodes.items()}
         changed = {nid for nid in before.keys() | after.keys() if before.get(nid) != after.get(nid)}
-        moved = {d.node_id for d in set(graph_before) ^ set(self.graph_problems) if d.node_id is not None}
+        graph_after = self.graph_problems + self.budget_problems
+        moved = {d.node_id for d in set(graph_before) ^ set(graph_after) if d.node_id is not None}
         return changed | moved
 
 
 @contextlib.contextmanager
 def gc_paused():
+    """Turn the cyclic garbage collector off for the block, and back on after if it was on."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -403,6 +541,18 @@ def gc_paused():
     finally:
         if enabled:
             gc.enable()
+
+
+_SMALLER = "make it smaller: fewer channels, features or embeddings"
+
+
+def _unsizable(node_id: str, type_id: str, exc: Exception) -> Diagnostic:
+    """The problem of a block whose weights could not be made on the meta device."""
+    if isinstance(exc, OverflowError) or "overflow" in str(exc).lower():
+        return error(node_id, "its weights would be too large to count (a size overflows 64 bits)", hint=_SMALLER)
+    first_line = next(iter(str(exc).splitlines()), "")[:200]
+    return error(node_id, f"internal error sizing the {type_id} block: {type(exc).__name__}: {first_line}",
+                 hint="please report this graph")
 
 
 def _label(edge: Edge) -> str:

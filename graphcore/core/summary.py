@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
-
 from blocks.shapes import shape_text
 from graphcore.core.analysis import Analysis
 from graphcore.core.diagnostics import GraphError, errors
@@ -79,11 +77,7 @@ def summary(doc: GraphDoc, *, analysis: Analysis | None = None) -> Summary:
         inputs = info.inputs or {}  # None for an input node given its shape (inside a subgraph)
         shapes = info.outputs or inputs
         main = next(iter(shapes.values()), None)
-        params = 0
-        if info.spec.build is not None:
-            with torch.device("meta"):  # counts parameters without allocating them
-                module = info.spec.build(info.params, inputs)
-            params = sum(p.numel() for p in module.parameters())
+        params = info.weights.params if info.weights else 0  # sized by the analysis, on the meta device
         macs = info.spec.count_macs(info.params, inputs, info.outputs)
         rows.append(SummaryRow(node_id, info.node.type, None if main is None else (None, *main), params, macs))
     return Summary(doc.name, rows)
