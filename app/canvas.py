@@ -4,8 +4,9 @@
 Python state goes down as the ``graph`` prop (a whole document, on load) and as deltas
 (``apply``), with the ``categories`` prop (``blocks.categories``: each node's colour) once;
 what the user does comes up as ``edit`` events (``{"op": ..., ...}``, the messages of
-``graphcore.editing.ops``) and ``select`` events (a list of node ids). The browser never
-decides anything about the graph.
+``graphcore.editing.ops``) and ``select`` events (a list of node ids); after each pan, zoom or
+fit a ``view`` event says where the view's centre is (``[x, y]`` in graph coordinates). The
+browser never decides anything about the graph.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ class Canvas(Element, component="static/canvas.js", esm={"netcanvas-flow": "stat
     def __init__(self, view: dict, *, on_edit: Callable[[Any], Any], on_select: Callable[[list[str]], Any]) -> None:
         super().__init__()
         self._version = 0
+        self.center: tuple[float, float] | None = None
+        """The middle of what the canvas shows, in graph coordinates (None until it has said)."""
         self._props["categories"] = categories.view()
         self.load(view, update=False)
         self.on("edit", lambda e: on_edit(_args(e)))
         self.on("select", lambda e: on_select(list(_args(e) or [])))
+        self.on("view", self._viewed)
 
     def load(self, view: dict, *, update: bool = True) -> None:
         """Show a whole new document (a new version number makes the browser redraw it)."""
@@ -43,6 +47,10 @@ class Canvas(Element, component="static/canvas.js", esm={"netcanvas-flow": "stat
         """Redraw what an edit changed."""
         if not delta.empty or delta.ids:
             self.run_method("applyDelta", delta.to_dict())
+
+    def _viewed(self, event: GenericEventArguments) -> None:
+        x, y = _args(event)
+        self.center = (float(x), float(y))
 
     def select(self, node_ids: list[str]) -> None:
         self.run_method("select", node_ids)

@@ -1,50 +1,95 @@
 """One browser tab's editor: toolbar, palette, canvas, inspector, summary and bottom drawer.
 
-Each tab has its own ``Editor`` and its own ``EditSession``; the document is autosaved to the
-tab's storage (``app.storage.tab``), so a reload restores it. ``session`` is the whole file's
+Each tab has its own ``Editor`` and its own ``EditSession``. The tab's storage
+(``app.storage.tab``) keeps what a reload restores: the document (autosaved after every change,
+loads included), the workspace file it was saved as, and the open panel. Imported weights stay
+in the workspace (``Workspace.save_weights``); the document holds only their key
+(``doc.ui["weights"]``), so undoing a load brings its weights back with it. Every load (New, Open,
+a template, an ONNX model) is one undoable step of the session. ``session`` is the whole file's
 session; ``current`` is the one on the canvas: the same, or the inside of an opened subgraph
 (a breadcrumb leads back), whose edits re-infer the shapes of the file around it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
+import time
 import weakref
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nicegui import app, events, run, ui
+from fastapi import HTTPException
+from nicegui import app, background_tasks, events, run, ui
 
 import blocks
 import graphcore as gc
+from app import forms
 from app.canvas import Canvas
 from app.inspector import Inspector
 from blocks import categories
+from graphcore.core.analysis import Deadline
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc, dumps, loads
 from graphcore.core.summary import human
 from graphcore.editing import ops
-from graphcore.editing.session import Delta, EditError, EditSession
+from graphcore.editing.session import Delta, EditError, EditSession, clear_offset
+from graphcore.runtime.workspace import GraphEntry, Workspace, check_name, weights_key
 
 AUTOSAVE_KEY = "netcanvas.doc"
+TAB_KEY = "netcanvas.tab"
+"""The tab's storage besides the document: the workspace file it is saved as, and the open panel."""
+WEIGHTS = "weights"
+"""``doc.ui[WEIGHTS]``: the workspace key of the weights that came with the document (an ONNX model's)."""
+SAVE_KEYS = """
+document.addEventListener("keydown", (e) => {  // Ctrl+S / Cmd+S: the editor's Save, not the browser's
+  if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") {
+    e.preventDefault();
+    emitEvent(e.shiftKey ? "netcanvas-save-as" : "netcanvas-save");
+  }
+});
+"""
 EDITORS: weakref.WeakValueDictionary[str, Editor] = weakref.WeakValueDictionary()
 """The editor of each connected page, by NiceGUI client id (for tests and tools)."""
 DRAG_TYPE = "application/x-netcanvas-block"
 PROBLEMS_SHOWN = 200
+BLOCK_MIDDLE = (80, 35)
+"""From a typical block's top-left corner (its position) to its middle, on the canvas."""
+LOAD_SECONDS = 10.0
+"""How long opening a document (reading and analysing it, in a worker thread) may take."""
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class SavedAs:
+    """The workspace file a document was last saved as or opened from, and its time then
+    (``modified``: what tells that another tab has saved over it since)."""
+
+    doc: GraphDoc  # the very document: after an undone load, the document on screen is another one
+    name: str
+    modified: float
+
+
 class Editor:
-    def __init__(self, doc: GraphDoc) -> None:
+    """One tab's editor of one document, kept in ``workspace``. ``tab``: what the tab's storage
+    kept of a previous editor of this tab (``TAB_KEY``), restored with the document."""
+
+    def __init__(self, doc: GraphDoc, workspace: Workspace, tab: dict | None = None) -> None:
         self.session = EditSession(doc)
+        self.workspace = workspace
         self.current = self.session  # what the canvas shows: the file, or an opened subgraph
         self.opened: list[tuple[str, EditSession]] = []  # (subgraph node id, its session), outermost first
-        self.weights: dict | None = None  # weights that came with an opened ONNX file
+        self.weights: dict | None = None  # the document's imported weights (an ONNX model's), once read
+        self.weights_key: str | None = None  # whose weights ``weights`` are (or are being read)
+        tab = tab or {}
+        saved = tab.get("saved_as")
+        self.saved_as = SavedAs(doc, saved[0], saved[1]) if isinstance(saved, list) and len(saved) == 2 else None
         self.selected: list[str] = []
-        self.saved_revision = -1
+        self.saved_state: tuple | None = None  # ``tab_state()`` at the last autosave
         self.summary_revision = -1
         self.python_revision = -1
         self.tick_revision = -1  # the revision at the last tick: unchanged means no edit since
@@ -58,6 +103,9 @@ class Editor:
         }
         EDITORS[ui.context.client.id] = self
         self._build()
+        if tab.get("panel"):
+            self.open_drawer(tab["panel"])
+        self._sync_weights()
         ui.timer(0.5, self._tick)
 
     # ----------------------------------------------------------------- layout
@@ -65,10 +113,15 @@ class Editor:
         ui.add_css(CSS)
         with ui.header().classes("items-center gap-1 px-3 py-1 bg-slate-800"):
             ui.label("NetCanvas").classes("text-lg font-bold mr-2")
-            self.title = ui.label(self.session.doc.name).classes("text-sm opacity-80 mr-4").mark("doc-name")
+            self.title = ui.label(self.session.doc.name).classes("text-sm opacity-80 mr-4 cursor-pointer") \
+                .tooltip("The graph's name: click to rename it").on("click", self.rename_graph_dialog).mark("doc-name")
             self._tool("note_add", "New", self.new_doc)
             self._tool("folder_open", "Open", self.open_dialog)
-            self._tool("download", "Save", self.save_doc)
+            self._tool("save", "Save", self.save_doc).tooltip("Save in the workspace (Ctrl+S)")
+            with ui.button(icon="arrow_drop_down").props("flat dense color=white").classes("-ml-2").mark("save-menu"):
+                with ui.menu():
+                    ui.menu_item("Save as…", self.save_as_dialog).mark("save-as")
+                    ui.menu_item("Download .json", self.download_doc).mark("download")
             self._tool("dashboard", "Templates", self.templates_dialog)
             ui.separator().props("vertical dark")
             self.undo_button = self._tool("undo", "Undo", self.undo)
@@ -82,8 +135,8 @@ class Editor:
             ui.separator().props("vertical dark")
             with ui.button("Export", icon="ios_share").props("flat dense no-caps color=white").mark("export"):
                 with ui.menu():
-                    ui.menu_item("Python (.py)", self.export_python).mark("export-python")
-                    ui.menu_item("ONNX (.onnx)", self.export_onnx).mark("export-onnx")
+                    ui.menu_item("Python (.py)", lambda: self.export("python")).mark("export-python")
+                    ui.menu_item("ONNX (.onnx)", lambda: self.export("onnx")).mark("export-onnx")
             self._tool("model_training", "Train", lambda: self.open_drawer("train"))
             self._tool("auto_awesome", "Sample", lambda: self.open_drawer("samples"))
             ui.space()
@@ -105,7 +158,8 @@ class Editor:
             with ui.row().classes("w-full items-center gap-0"):
                 with ui.tabs().props("dense align=left no-caps").classes("text-slate-700") as self.tabs:
                     self.tab_problems = ui.tab("problems", "Problems")
-                    for name, label in (("train", "Training"), ("samples", "Samples"), ("python", "Python")):
+                    for name, label in (("train", "Training"), ("runs", "Runs"), ("samples", "Samples"),
+                                        ("python", "Python")):
                         ui.tab(name, label).on("click", lambda n=name: self.open_drawer(n))
                     self.tab_problems.on("click", lambda: self.open_drawer("problems"))
                 ui.space()
@@ -120,14 +174,28 @@ class Editor:
                 with ui.tab_panel("train").classes("p-2"):
                     from app.runs import TrainPanel
                     self.train_panel = TrainPanel(self)
+                with ui.tab_panel("runs").classes("p-2"):
+                    from app.runs import RunsPanel
+                    self.runs_panel = RunsPanel(self)
                 with ui.tab_panel("samples").classes("p-2"):
                     from app.runs import SamplePanel
                     self.sample_panel = SamplePanel(self)
                 with ui.tab_panel("python").classes("p-2"):
                     self.python_code = ui.code("", language="python").classes("w-full").mark("python-preview")
 
+        ui.run_javascript(SAVE_KEYS)  # (a <script> added to a built page would not run)
+        ui.on("netcanvas-save", self.save_doc)
+        ui.on("netcanvas-save-as", self.save_as_dialog)
         with ui.element("div").classes("nc-stage"):
             self.canvas = Canvas(self.session.view(), on_edit=self.on_edit, on_select=self.on_select).mark("canvas")
+            # A .json or .onnx file dropped on the canvas goes up as an upload would (over HTTP:
+            # the page's socket takes no more than a megabyte a message).
+            self.dropped = FileOpener(self.open_file).classes("hidden").mark("drop-upload")
+            self.canvas.on("files", js_handler=f"""(files) => {{
+                const uploader = getElement({self.dropped.id}).$refs.qRef;
+                uploader.reset();  // forget the files dropped before
+                uploader.addFiles(files);
+            }}""")
             self.crumbs = ui.row().classes("nc-crumbs items-center gap-1").mark("breadcrumb")
             self.crumbs.set_visibility(False)
         self.refresh_problems()
@@ -156,7 +224,10 @@ class Editor:
                     for spec in sorted(by_category[category.name], key=lambda s: s.type):
                         row = ui.item(spec.type, on_click=lambda t=spec.type: self.add_block(t)) \
                             .props("dense clickable draggable=true").classes("nc-palette-item") \
-                            .tooltip(spec.doc).mark(f"palette-{spec.type}")
+                            .mark(f"palette-{spec.type}")
+                        with row:  # beside the palette, not over it: doc, ports and params
+                            ui.tooltip(forms.tooltip(spec)).classes("nc-palette-tip") \
+                                .props('anchor="center right" self="center left" :offset="[8, 0]"')
                         row.on("dragstart", js_handler=f"(e) => e.dataTransfer.setData('{DRAG_TYPE}', '{spec.type}')")
                         rows.append((row, f"{spec.type} {category.name} {category.label} {spec.doc}".lower()))
                         members.append(row)
@@ -175,6 +246,9 @@ class Editor:
     # ----------------------------------------------------------------- edits
     def apply(self, delta: Delta, from_inspector: bool = False) -> None:
         """Show an edit's result everywhere: canvas, inspector, problems, history buttons."""
+        if delta.document:
+            self._document_changed()
+            return
         self.canvas.apply(delta)
         if delta.nodes or delta.removed:
             self.refresh_problems()
@@ -217,11 +291,13 @@ class Editor:
             self.inspector.show(shown)
 
     def add_block(self, type_id: str) -> None:
-        """Palette click: add the block right of the selected one (or of everything)."""
+        """Palette click: add the block in the middle of the view (down and right of a block
+        already there), or right of everything while the canvas has not said where it looks."""
         position = None
-        if self.selected and self.selected[0] in self.current.positions:
-            x, y = self.current.positions[self.selected[0]]
-            position = (x + 240, y)
+        if self.canvas.center is not None:
+            x, y = self.canvas.center[0] - BLOCK_MIDDLE[0], self.canvas.center[1] - BLOCK_MIDDLE[1]
+            dx, dy = clear_offset([(x, y)], self.current.positions.values(), (40, 40), first=0)
+            position = (round(x + dx), round(y + dy))
         delta = self.current.add_node(type_id, position=position)
         self.apply(delta)
         self._select_added(delta)
@@ -366,49 +442,233 @@ class Editor:
 
     # ----------------------------------------------------------------- documents
     def load(self, doc: GraphDoc) -> None:
-        """Replace the document (New, Open, Templates); the history starts afresh."""
-        self.session = EditSession(doc)
+        """Make ``doc`` (one made here: New) the document, as one undoable step."""
+        self._load(EditSession(doc))
+
+    def _load(self, prepared: EditSession) -> None:
+        self.apply(self.session.load(prepared))
+
+    async def open_doc(self, read: Callable[[], tuple[GraphDoc, dict | None]], name: str) -> bool:
+        """Make what ``read`` returns (a document, and the weights that came with it, if any) the
+        document, as one undoable step; False when it cannot be opened, and the open document stays.
+
+        Reading and analysing run in a worker thread, under a deadline of ``LOAD_SECONDS``: a slow
+        or hostile file stalls no tab, and one that takes longer is refused with a notification.
+        """
+        try:
+            # The analysis stops itself at its deadline; the wait's own limit covers a reader that
+            # cannot be stopped (an ONNX import), which is left to finish in its thread.
+            opened = await asyncio.wait_for(run.io_bound(_prepared, read, self.workspace),
+                                            timeout=2 * LOAD_SECONDS)
+        except GraphError as exc:
+            ui.notify(_cannot_open(name, exc), type="negative", multi_line=True)
+            return False
+        except TimeoutError:
+            opened = None
+        if opened is None:  # timed out, or the app is shutting down
+            ui.notify(f"Cannot open {name}: reading it took longer than {LOAD_SECONDS:g} s", type="negative")
+            return False
+        session, weights = opened
+        if weights is not None:  # already read: the document's key needs no second reading
+            self.weights_key, self.weights = session.doc.ui[WEIGHTS], weights
+        self._load(session)
+        return True
+
+    def _document_changed(self) -> None:
+        """Another document took this one's place (a load, or its undo): show it all afresh."""
         self.opened = []
-        self.weights = None
-        self.title.text = doc.name
+        self.title.text = self.session.doc.name
         self._show(self.session)
         self.train_panel.prepare()
         self.summary_revision = self.python_revision = -1
+        self._sync_weights()
+
+    def _sync_weights(self) -> None:
+        """Read the document's imported weights from the workspace (in a worker thread) when they
+        are another document's than those at hand."""
+        key = self.session.doc.ui.get(WEIGHTS)
+        if key == self.weights_key:
+            return
+        self.weights_key, self.weights = key, None
+        if key:
+            background_tasks.create(self._read_weights(key), name="read imported weights")
+
+    async def _read_weights(self, key: str) -> None:
+        try:
+            weights = await run.io_bound(self.workspace.load_weights, key)
+        except GraphError as exc:
+            with self.canvas:  # (a task of its own: notify needs to know the page)
+                ui.notify(f"The imported weights are gone: {exc.diagnostics[0].message}", type="warning",
+                          multi_line=True)
+            return
+        if self.weights_key == key:  # still the document's (no other load meanwhile)
+            self.weights = weights
 
     def new_doc(self) -> None:
         self.load(GraphDoc(name="untitled"))
 
+    # ----------------------------------------------------------------- the workspace's files
+    def _saved_as(self) -> SavedAs | None:
+        """The workspace file of the document on screen, if it has one."""
+        saved = self.saved_as
+        return saved if saved is not None and saved.doc is self.session.doc else None
+
     def save_doc(self) -> None:
-        ui.download.content(dumps(self.session.doc).encode(), f"{self.session.doc.name or 'graph'}.json",
+        """Save (Ctrl+S) in the workspace, under the name the document was saved as or opened
+        from; the first time, ask for one. A file another tab saved over since is not replaced unasked."""
+        saved = self._saved_as()
+        if saved is None:
+            self.save_as_dialog()
+            return
+        try:
+            modified = self.workspace.graph_path(saved.name).stat().st_mtime
+        except (OSError, GraphError):
+            modified = None  # removed meanwhile: save it again
+        if modified is not None and modified != saved.modified:
+            self._confirm(f"{saved.name} changed since you opened or saved it (in another tab?). Replace it?",
+                          lambda: self._save(saved.name))
+            return
+        self._save(saved.name)
+
+    def save_as_dialog(self) -> None:
+        saved = self._saved_as()
+        self._name_dialog("Save in the workspace as", "graph name", saved.name if saved else self.session.doc.name,
+                          "Save", "save", self._save_as)
+
+    def _save_as(self, name: str) -> bool:
+        """Save under ``name`` (from the dialog); saving over another graph asks first."""
+        saved = self._saved_as()
+        if saved is not None and saved.name == name:
+            self.save_doc()
+            return True
+        try:
+            taken = self.workspace.graph_path(name).exists()
+        except GraphError as exc:
+            ui.notify(f"Cannot save: {exc.diagnostics[0].message}", type="warning", multi_line=True)
+            return False
+        if taken:
+            self._confirm(f"{name} already exists in the workspace. Replace it?", lambda: self._save(name))
+            return True
+        return self._save(name)
+
+    def _save(self, name: str) -> bool:
+        try:
+            path = self.workspace.save_graph(name, self.session.doc, overwrite=True)
+            modified = path.stat().st_mtime
+        except GraphError as exc:
+            ui.notify(f"Cannot save: {exc.diagnostics[0].message}", type="negative", multi_line=True)
+            return False
+        self.session.doc.name = name
+        self.saved_as = SavedAs(self.session.doc, name, modified)
+        self.title.text = name
+        ui.notify(f"Saved {name} in {self.workspace.graphs_dir}", type="positive")
+        return True
+
+    @staticmethod
+    def _confirm(question: str, replace: Callable[[], Any]) -> None:
+        """Ask before replacing a file; ``replace()`` if the user says so."""
+        with _transient_dialog() as dialog, ui.card().classes("w-96"):
+            ui.label(question)
+
+            def accepted() -> None:
+                dialog.close()
+                replace()
+            with ui.row().classes("w-full justify-end"):
+                ui.button("Cancel", on_click=dialog.close).props("flat").mark("overwrite-cancel")
+                ui.button("Replace", on_click=accepted).props("color=negative").mark("overwrite-ok")
+        dialog.open()
+
+    def rename_graph_dialog(self) -> None:
+        self._name_dialog("Rename the graph", "graph name", self.session.doc.name, "Rename", "graph",
+                          self.rename_graph)
+
+    def rename_graph(self, name: str) -> bool:
+        """Give the graph a new name (its workspace file too, if it has one)."""
+        saved = self._saved_as()
+        try:
+            check_name(name)
+            if saved is not None and saved.name != name:
+                path = self.workspace.rename_graph(saved.name, name)
+                self.saved_as = SavedAs(self.session.doc, name, path.stat().st_mtime)
+        except GraphError as exc:
+            ui.notify(f"Cannot rename: {exc.diagnostics[0].message}", type="warning", multi_line=True)
+            return False
+        self.session.doc.name = name
+        self.title.text = name
+        return True
+
+    def download_doc(self) -> None:
+        """The document as a .json file to keep elsewhere (without the workspace's weights key)."""
+        doc = self.session.doc
+        ui_data = {k: v for k, v in doc.ui.items() if k != WEIGHTS}
+        ui.download.content(dumps(doc.model_copy(update={"ui": ui_data})).encode(), f"{doc.name or 'graph'}.json",
                             "application/json")
 
     def open_dialog(self) -> None:
-        with ui.dialog() as dialog, ui.card():
-            ui.label("Open a graph (.json) or an ONNX model (.onnx)").classes("text-h6")
-            ui.upload(on_upload=lambda e: self._opened(e, dialog), auto_upload=True) \
-                .props("accept=.json,.onnx").classes("w-80").mark("open-upload")
+        """The workspace's graphs, recent first (listed once read, in a worker thread), and an upload
+        from the computer."""
+        with _transient_dialog() as dialog, ui.card().classes("w-[640px] max-w-full"):
+            ui.label("Open").classes("text-h6")
+            listing = ui.list().props("dense separator").classes("w-full max-h-96 overflow-auto").mark("open-graphs")
+            ui.label("From your computer: a graph (.json) or an ONNX model (.onnx); you can also drop one "
+                     "on the canvas.").classes("text-sm mt-2")
+            FileOpener(lambda name, data: self._open_upload(name, data, dialog)) \
+                .props("accept=.json,.onnx").classes("w-full").mark("open-upload")
         dialog.open()
+        background_tasks.create(self._list_graphs(listing, dialog), name="list the workspace's graphs")
 
-    async def _opened(self, event: events.UploadEventArguments, dialog: ui.dialog) -> None:
-        name = event.file.name
-        data = await event.file.read()
-        weights = None
-        try:
-            if name.lower().endswith(".onnx"):
-                doc, weights = await run.io_bound(_import_onnx, data, name)
-            else:
-                doc = loads(data.decode("utf-8", errors="replace"), name)
-        except GraphError as exc:
-            ui.notify(f"Cannot open {name}: {exc}", type="negative", multi_line=True)
+    async def _list_graphs(self, listing: ui.list, dialog: ui.dialog) -> None:
+        entries = await run.io_bound(self.workspace.graphs) or []
+        if listing.is_deleted:
+            return  # closed meanwhile
+        with listing:
+            if not entries:
+                ui.label(f"No graphs in {self.workspace.graphs_dir} yet: Save puts them there.") \
+                    .classes("text-sm text-grey-7")
+            for entry in entries:
+                self._graph_row(entry, dialog)
+
+    def _graph_row(self, entry: GraphEntry, dialog: ui.dialog) -> None:
+        if entry.error:
+            with ui.item().props("disable").mark(f"open-graph-{entry.name}"):
+                with ui.item_section():
+                    ui.item_label(entry.name)
+                    ui.item_label(entry.error).props("caption").classes("text-red-8")
             return
+        size = f"{entry.blocks} blocks · " + (f"{entry.params:,} params" if entry.params is not None else "has errors")
+        with ui.item(on_click=lambda: self._open_saved(entry, dialog)).mark(f"open-graph-{entry.name}"):
+            with ui.item_section():
+                ui.item_label(entry.name).classes("font-bold")
+                ui.item_label(size).props("caption")
+            with ui.item_section().props("side"):
+                ui.item_label(_ago(entry.modified)).props("caption")
+
+    async def _open_saved(self, entry: GraphEntry, dialog: ui.dialog) -> None:
         dialog.close()
-        self.load(doc)
-        if weights is None:
+        if await self.open_doc(lambda: (self.workspace.load_graph(entry.name), None), entry.name):
+            self.saved_as = SavedAs(self.session.doc, entry.name, entry.modified)
+
+    async def _open_upload(self, name: str, data: bytes, dialog: ui.dialog) -> bool:
+        opened = await self.open_file(name, data)
+        if opened:
+            dialog.close()
+        return opened
+
+    async def open_file(self, name: str, data: bytes) -> bool:
+        """Open a file from the user's computer (uploaded, or dropped on the canvas): a graph (.json)
+        or an ONNX model (.onnx). False, with one message naming the file, when it cannot be opened."""
+        reader = READERS.get(Path(name).suffix.lower())
+        if reader is None:
+            ui.notify(f"Cannot open {name}: NetCanvas opens graphs (.json) and ONNX models (.onnx)", type="negative")
+            return False
+        if not await self.open_doc(lambda: reader(data, name), name):
+            return False
+        if self.weights is None:
             ui.notify(f"Opened {name}")
-            return
-        self.weights = weights
-        ui.notify(f"Opened {name} with its weights: ONNX export keeps them while the graph still fits them; "
-                  "training starts from fresh weights.", multi_line=True, timeout=8000)
+        else:
+            ui.notify(f"Opened {name} with its weights: ONNX export keeps them while the graph still fits them; "
+                      "training starts from fresh weights.", multi_line=True, timeout=8000)
+        return True
 
     def templates_dialog(self) -> None:
         with ui.dialog() as dialog, ui.card().classes("w-[720px] max-w-full"):
@@ -416,12 +676,16 @@ class Editor:
             with ui.grid(columns=3).classes("w-full gap-2"):
                 for name in gc.templates():
                     with ui.card().classes("p-2 cursor-pointer").mark(f"template-{name}") \
-                            .on("click", lambda n=name: (dialog.close(), self.open_template(n))):
+                            .on("click", lambda n=name: self._template_chosen(dialog, n)):
                         ui.label(name).classes("font-bold")
         dialog.open()
 
-    def open_template(self, name: str) -> None:
-        self.load(gc.template(name))
+    async def _template_chosen(self, dialog: ui.dialog, name: str) -> None:
+        dialog.close()
+        await self.open_template(name)
+
+    async def open_template(self, name: str) -> bool:
+        return await self.open_doc(lambda: (gc.template(name), None), name)
 
     # ----------------------------------------------------------------- panels
     def refresh_problems(self) -> None:
@@ -477,6 +741,10 @@ class Editor:
         self.tab_panels.set_visibility(True)
         self.drawer_toggle.props("icon=expand_more")
 
+    def drawer_shows(self, tab: str) -> bool:
+        """Whether the bottom drawer is open on ``tab``."""
+        return self.tab_panels.visible and self.tab_panels.value == tab
+
     def toggle_drawer(self) -> None:
         visible = not self.tab_panels.visible
         self.tab_panels.set_visibility(visible)
@@ -497,89 +765,131 @@ class Editor:
         if quiet and self.summary_revision != revision:
             self.summary_revision = revision
             self.refresh_summary()
-        if self.saved_revision != revision or self.saved_revision == -1:
-            self.saved_revision = revision
-            self.autosave()
+        state = self.tab_state()
+        if state != self.saved_state and self.autosave():
+            self.saved_state = state
         if self.tab_panels.visible and self.tab_panels.value == "python" and self.python_revision != revision:
             self.python_revision = revision
             self.refresh_python()
 
-    def autosave(self) -> None:
+    def tab_state(self) -> tuple:
+        """What a reload restores, in brief: when it changes, the autosave runs."""
+        saved = self._saved_as()
+        return (self.session.revision, self.session.doc.name, saved and (saved.name, saved.modified),
+                self.open_panel())
+
+    def open_panel(self) -> str | None:
+        """The bottom drawer's tab, when the drawer is open."""
+        return self.tab_panels.value if self.tab_panels.visible else None
+
+    def autosave(self) -> bool:
+        """Keep in the tab's storage what a reload restores; False when the tab is not connected (yet)."""
+        saved = self._saved_as()
         try:
             app.storage.tab[AUTOSAVE_KEY] = dumps(self.session.doc)
+            app.storage.tab[TAB_KEY] = {"saved_as": [saved.name, saved.modified] if saved else None,
+                                        "panel": self.open_panel()}
         except RuntimeError:
-            pass  # the tab is not connected (yet)
+            return False
+        return True
 
     # ----------------------------------------------------------------- export
-    def export_python(self) -> None:
-        try:
-            from graphcore.interchange.codegen import to_python
-            source = to_python(self.session.doc)
-        except GraphError as exc:
-            ui.notify(f"Cannot export: {len(exc.diagnostics)} problem(s); see Problems", type="negative")
+    def export(self, fmt: str) -> None:
+        """Export the open graph as Python or ONNX; a dialog asks with which weights."""
+        from app.export import export_dialog
+
+        problems = [d for d in self.session.analysis.diagnostics if d.severity == "error"]
+        if problems:
+            ui.notify(f"Cannot export: {len(problems)} problem(s); see Problems", type="negative")
             self.open_drawer("problems")
             return
-        ui.download.content(source.encode(), f"{self.session.doc.name or 'model'}.py", "text/x-python")
-        ui.notify("Python exported")
-
-    async def export_onnx(self) -> None:
-        from graphcore.interchange.onnx_export import export_onnx
-        doc = self.session.doc.model_copy(deep=True)
-        model, weights_note = _with_weights(doc, self.weights)
-        with ui.dialog() as dialog, ui.card().classes("w-[560px]") as card:
-            ui.label("ONNX export").classes("text-h6")
-            status = ui.label("Exporting and checking against onnxruntime…").mark("onnx-status")
-            spinner = ui.spinner()
-        dialog.open()
-        path = Path(tempfile.mkdtemp(prefix="netcanvas-")) / f"{doc.name or 'model'}.onnx"
-        try:
-            result = await run.io_bound(export_onnx, model if model is not None else doc, path)
-        except GraphError as exc:
-            spinner.delete()
-            status.text = f"Export failed: {exc}"
-            status.classes("text-red-8")
-            return
-        spinner.delete()
-        status.text = (f"Checked: onnxruntime matches PyTorch (max abs diff {result.max_diff:.1e}, "
-                       f"tolerance {result.tolerance:.0e}); {result.size / 1e6:.2f} MB, opset {result.opset}."
-                       f"{weights_note}")
-        with card:
-            ui.button("Download .onnx", icon="download",
-                      on_click=lambda: ui.download.content(path.read_bytes(), path.name)).mark("onnx-download")
-        ui.download.content(path.read_bytes(), path.name)
+        export_dialog(self, fmt)
 
 
 def _transient_dialog() -> ui.dialog:
-    """A dialog that removes itself from the page once closed."""
-    dialog = ui.dialog()
+    """A dialog that removes itself from the page once closed. It belongs to the page, not to
+    what opened it: a dialog opened from another dialog outlives that one."""
+    with ui.context.client.layout:
+        dialog = ui.dialog()
     dialog.on_value_change(lambda e: None if e.value else dialog.delete())
     return dialog
 
 
+class FileOpener(ui.upload):
+    """An uploader whose file ``open_file(name, data)`` opens (True when it did). A file that cannot
+    be opened fails its upload, so the uploader marks it failed, not uploaded."""
+
+    def __init__(self, open_file: Callable[[str, bytes], Awaitable[bool]]) -> None:
+        super().__init__(auto_upload=True)
+        self.open_file = open_file
+
+    async def handle_uploads(self, files: list[ui.upload.FileUpload]) -> None:
+        """Open each file now (not in a background task, as ``ui.upload`` does), and answer the
+        upload with an error for one that cannot be opened."""
+        for file in files:
+            data = await file.read()
+            with self:  # the upload's request comes in a task of its own: notifications need the page
+                opened = await self.open_file(file.name, data)
+            if not opened:
+                raise HTTPException(status_code=422, detail=f"cannot open {file.name}")
+
+
+def _prepared(read: Callable[[], tuple[GraphDoc, dict | None]],
+              workspace: Workspace) -> tuple[EditSession, dict | None]:
+    """Read a document and analyse it (in a worker thread), within ``LOAD_SECONDS``; weights that
+    came with it are kept in the workspace, under the key the document holds."""
+    with Deadline(LOAD_SECONDS):
+        doc, weights = read()
+        session = EditSession(doc)
+    if weights is not None:
+        workspace.save_weights(doc.ui[WEIGHTS], weights)
+    return session, weights
+
+
+def _cannot_open(name: str, exc: GraphError) -> str:
+    """One message naming the user's file (most messages start with it already)."""
+    reason = "; ".join(d.message for d in exc.diagnostics)
+    return f"Cannot open {reason}" if reason.startswith(name) else f"Cannot open {name}: {reason}"
+
+
+def _ago(moment: float) -> str:
+    """When, in words a list can show: ``just now``, ``5 min ago``, ``3 h ago``, else the date."""
+    seconds = time.time() - moment
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f} h ago"
+    return time.strftime("%Y-%m-%d", time.localtime(moment))
+
+
+def _parse(data: bytes, name: str) -> tuple[GraphDoc, None]:
+    """An uploaded graph file (it comes without weights)."""
+    return loads(data.decode("utf-8", errors="replace"), name), None
+
+
 def _import_onnx(data: bytes, name: str) -> tuple[GraphDoc, dict]:
-    """``gc.from_onnx`` on uploaded bytes (it reads a file: write them to a temporary one)."""
+    """``gc.from_onnx`` on uploaded bytes (it reads a file: write them to a temporary one, whose
+    path no message shows). The document holds its weights' workspace key."""
     from graphcore.interchange.onnx_import import from_onnx
 
     folder = Path(tempfile.mkdtemp(prefix="netcanvas-onnx-"))
     path = folder / Path(name).name
     path.write_bytes(data)
     try:
-        return from_onnx(path)
+        doc, weights = from_onnx(path)
+    except GraphError as exc:
+        raise GraphError("; ".join(d.message for d in exc.diagnostics).replace(str(path), name)) from None
     finally:
         path.unlink(missing_ok=True)
         folder.rmdir()
+    doc.ui[WEIGHTS] = weights_key(data)
+    return doc, weights
 
 
-def _with_weights(doc: GraphDoc, weights: dict | None) -> tuple[Any, str]:
-    """The model to export with the opened ONNX file's weights, if they still fit the graph."""
-    if weights is None:
-        return None, ""
-    try:
-        model = gc.compile(doc)
-        model.load_state_dict(weights, strict=True)
-    except (GraphError, RuntimeError):
-        return None, " The graph no longer fits the imported weights: exported with fresh ones."
-    return model, " Exported with the imported weights."
+READERS: dict[str, Callable[[bytes, str], tuple[GraphDoc, dict | None]]] = {".json": _parse, ".onnx": _import_onnx}
+"""How to read a file from the user's computer, by its suffix."""
 
 
 CSS = """
@@ -588,6 +898,7 @@ CSS = """
 .nicegui-content { padding: 0; }
 .nc-drawer { height: 260px; overflow: auto; }
 .nc-palette-section { border-left: 4px solid transparent; }  /* its colour: the category's, set on each */
+.nc-palette-tip { white-space: pre-line; font-size: 12px; max-width: 340px; line-height: 1.45; }
 .nc-palette-item { cursor: grab; min-height: 28px; font-family: ui-monospace, monospace; font-size: 12px; }
 .nc-problem:hover { background: #f1f5f9; }
 .nc-crumbs { position: absolute; top: 8px; left: 12px; z-index: 10; background: rgba(255, 255, 255, 0.92);

@@ -2,8 +2,9 @@
 ``netcanvas`` starts).
 
 Run it directly (``python app/main.py``) or through ``netcanvas [--host H] [--port P]
-[--token T | --token-file F] [--native] [G.json]``. The settings also come from the environment
-(``NETCANVAS_GRAPH``, ``NETCANVAS_HOST``, ``NETCANVAS_PORT``, ``NETCANVAS_TOKEN``), which is how
+[--token T | --token-file F] [--native] [DIR | G.json | M.onnx]``. The settings also come from the
+environment (``NETCANVAS_GRAPH``, ``NETCANVAS_WORKSPACE``, ``NETCANVAS_HOST``, ``NETCANVAS_PORT``,
+``NETCANVAS_TOKEN``), which is how
 the test fixtures, which run this file, configure it.
 """
 
@@ -51,6 +52,7 @@ SAME_SITE_PATH = re.compile(r"/(?![/\\])[^\x00-\x1f\x7f\\]*")
 @dataclass
 class Settings:
     graph: str = "lenet5"  # a graph file or a template name, opened in every new tab
+    workspace: str = "."  # the folder holding graphs/ and runs/ (graphcore.runtime.workspace)
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None
@@ -59,7 +61,8 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
-        return cls(graph=env.get("NETCANVAS_GRAPH", "lenet5"), host=env.get("NETCANVAS_HOST", "127.0.0.1"),
+        return cls(graph=env.get("NETCANVAS_GRAPH", "lenet5"), workspace=env.get("NETCANVAS_WORKSPACE", "."),
+                   host=env.get("NETCANVAS_HOST", "127.0.0.1"),
                    port=int(env.get("NETCANVAS_PORT", "8080")), token=env.get("NETCANVAS_TOKEN") or None)
 
 
@@ -218,7 +221,7 @@ LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>NetCanva
 def register(settings: Settings) -> None:
     """Register the page, behind the access guard."""
     app.add_middleware(AccessGuard, host=settings.host, token=settings.token)
-    pages.register(settings.graph)
+    pages.register(settings.graph, settings.workspace)
 
 
 def start(**options: object) -> None:

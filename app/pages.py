@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from nicegui import app, ui
 
-from app.editor import AUTOSAVE_KEY, Editor
+from app.editor import AUTOSAVE_KEY, TAB_KEY, Editor
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import loads
 from graphcore.core.gallery import open_graph
+from graphcore.runtime.workspace import Workspace
 
 
-def register(graph: str) -> None:
-    """The page at ``/``: each tab edits its own document, restored from the tab's autosave."""
+def register(graph: str, workspace: str = ".") -> None:
+    """The page at ``/``: each tab edits its own document in ``workspace``, restored from the
+    tab's autosave (a new tab opens ``graph``)."""
+    folder = Workspace(workspace)
 
     @ui.page("/", title="NetCanvas")
     async def index() -> None:
@@ -24,4 +27,5 @@ def register(graph: str) -> None:
                 doc = loads(saved, "autosave")
             except GraphError:
                 doc = None  # an autosave from another version: start from the default graph
-        Editor(doc or open_graph(graph))
+        tab = app.storage.tab.get(TAB_KEY) if doc is not None else None
+        Editor(doc or open_graph(graph), folder, tab if isinstance(tab, dict) else None)

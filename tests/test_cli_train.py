@@ -1,9 +1,13 @@
-"""``netcanvas train`` and ``netcanvas sample`` end to end: exit codes, one-line errors, resume."""
+"""``netcanvas train`` and ``netcanvas sample`` end to end: exit codes, one-line errors, resume.
+
+The tests that run ``python -m graphcore.cli`` in a process of its own (which imports torch
+first) are slow tests; the others call ``main`` in this process."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +32,7 @@ def netcanvas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=ROOT, env=env)
 
 
+@pytest.mark.slow
 def test_train_lenet_on_digits(tmp_path, capsys):
     code = main(["train", "lenet5", "--task", "classify", "--dataset", "digits", "--epochs", "2",
                  "--batch-size", "32", "--lr", "0.01", "--seed", "3", "--out", str(tmp_path / "run")])
@@ -55,6 +60,7 @@ def test_resume_continues_the_run(tmp_path, capsys):
     (["no_such_graph"], "no template named"),
     (["--resume", "not/a/run"], "not a run folder"),
 ])
+@pytest.mark.slow
 def test_user_errors_are_one_line_and_exit_1(tmp_path, args, message):
     done = netcanvas("train", *args, "--out", str(tmp_path / "run"))
     assert done.returncode == 1, done.stderr
@@ -63,9 +69,11 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path, args, message):
 
 
 def test_bad_arguments_exit_2(tmp_path):
-    assert netcanvas("train", "lenet5", "--epochs", "many").returncode == 2
-    assert netcanvas("train", "lenet5", "--task", "dance").returncode == 2
-    assert netcanvas("sample", str(tmp_path), "--sampler", "euler").returncode == 2
+    for argv in (["train", "lenet5", "--epochs", "many"], ["train", "lenet5", "--task", "dance"],
+                 ["sample", str(tmp_path), "--sampler", "euler"]):
+        with pytest.raises(SystemExit) as exit_info:  # argparse's exit: the command's exit status
+            main(argv)
+        assert exit_info.value.code == 2
 
 
 def test_sample_writes_grid_and_array(tmp_path, capsys):
@@ -91,10 +99,10 @@ def test_sample_a_long_video(tmp_path):
     gc.save(tiny_denoiser(size=8, video_frames=4), tmp_path / "v.json")
     run = tmp_path / "run"
     assert main(["train", str(tmp_path / "v.json"), "--task", "diffusion", "--epochs", "1", "--out", str(run)]) == 0
-    assert main(["sample", str(run), "--steps", "4", "--n", "2", "--frames", "10", "--overlap", "2",
-                 "--out", str(tmp_path / "out")]) == 0
-    assert np.load(tmp_path / "out" / "samples.npy").shape == (2, 1, 10, 8, 8)
-    assert (tmp_path / "out" / "clip.gif").exists()
+    assert main(["sample", str(run), "--steps", "4", "--n", "2", "--frames", "10", "--overlap", "2"]) == 0
+    (out,) = (run / "samples").iterdir()  # the default: a new folder inside the run
+    assert np.load(out / "samples.npy").shape == (2, 1, 10, 8, 8)
+    assert {p.name for p in out.iterdir()} == {"grid.png", "samples.npy", "clip.gif"}
 
 
 def test_sample_refuses_a_classifier_run(tmp_path, capsys):
@@ -104,6 +112,7 @@ def test_sample_refuses_a_classifier_run(tmp_path, capsys):
     assert "needs a diffusion run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -150,6 +159,7 @@ def test_numbers_out_of_range_exit_2_with_one_line(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_out_refuses_a_users_folder(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "metrics.jsonl").write_text("my numbers\n")
@@ -169,6 +179,7 @@ class _Payload:
         return os.mkdir, (self.target,)
 
 
+@pytest.mark.slow
 def test_a_malicious_checkpoint_is_refused_in_one_line(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "lenet5", "--epochs", "1", "--out", str(run)]) == 0
@@ -177,3 +188,44 @@ def test_a_malicious_checkpoint_is_refused_in_one_line(tmp_path):
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "last.pt: refused" in done.stderr and "weights_only" not in done.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+def test_minutes_without_epochs_trains_for_the_budget(tmp_path, capsys):
+    gc.save(tiny_denoiser(), tmp_path / "g.json")
+    run = tmp_path / "run"
+    began = time.monotonic()
+    assert main(["train", str(tmp_path / "g.json"), "--task", "diffusion", "--minutes", "0.03", "--out", str(run)]) == 0
+    assert time.monotonic() - began > 0.03 * 60 * 0.8  # the budget, not a fixed number of epochs
+    assert "finished: time budget of 0.03 min used" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] is None and config["minutes"] == 0.03
+    assert torch.load(run / "last.pt", weights_only=True)["step"] >= 1
+
+
+def test_init_fine_tunes_from_weights_and_refuses_ones_that_do_not_fit(tmp_path, capsys):
+    source = tmp_path / "source"
+    assert main(["train", "lenet5", "--epochs", "1", "--out", str(source)]) == 0
+    assert main(["train", "lenet5", "--epochs", "1", "--init", str(source / "best.pt"), "--out",
+                 str(tmp_path / "tuned")]) == 0
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["init"] == str(source / "best.pt")
+    gc.save(tiny_denoiser(), tmp_path / "g.json")
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "g.json"), "--epochs", "1", "--init", str(source / "best.pt"),
+                 "--out", str(tmp_path / "wrong")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "best.pt: the weights do not fit graph 'tiny_denoiser'" in err
+    assert "missing: temb.weight" in err and "unexpected: f5.weight" in err
+
+
+def test_samples_go_to_a_new_stamped_folder_inside_the_run(tmp_path, capsys):
+    gc.save(tiny_denoiser(), tmp_path / "g.json")
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "g.json"), "--task", "diffusion", "--epochs", "1", "--out", str(run)]) == 0
+    for _ in range(2):
+        assert main(["sample", str(run), "--steps", "4", "--n", "3"]) == 0
+    folders = sorted((run / "samples").iterdir())
+    assert len(folders) == 2 and all(re.fullmatch(r"\d{8}-\d{6}(-\d+)?", f.name) for f in folders)
+    for folder in folders:
+        assert {p.name for p in folder.iterdir()} == {"grid.png", "samples.npy"}
+        assert np.load(folder / "samples.npy").shape == (3, 1, 8, 8)
+    assert str(folders[1]) in capsys.readouterr().out

@@ -241,6 +241,8 @@ async def test_the_editors_onnx_export_leaves_no_folder_and_writes_only_its_own(
     await user.should_see(marker="canvas", retries=30)
     EDITORS[user.client.id].load(three_node_doc("x", "fc", "y").model_copy(update={"name": str(tmp_path / "victim")}))
     user.find("export-onnx").click()
+    await user.should_see(marker="export-go")  # the dialog asks which weights: fresh ones by default
+    user.find("export-go").click()
     await user.should_see("Checked: onnxruntime matches PyTorch", retries=600)
     for _ in range(50):  # the download starts with the check's message
         if user.download.http_responses:
@@ -250,5 +252,5 @@ async def test_the_editors_onnx_export_leaves_no_folder_and_writes_only_its_own(
     assert [i.name for i in onnx.load_model_from_string(download.content).graph.input] == ["x"]
     assert victim.read_bytes() == b"precious"
     assert list(scratch.iterdir()) == []
-    user.find("onnx-download").click()  # the dialog's button serves the same file, from memory
+    user.find("export-download-onnx").click()  # the dialog's button serves the same file, from memory
     assert (await user.download.next(timeout=10)).content == download.content

@@ -155,6 +155,7 @@ def test_unsafe_or_broken_weight_files_are_refused(tmp_path):
             model.init(tmp_path / name)
 
 
+@pytest.mark.slow  # torch.compile's first use: seconds of importing and tracing
 def test_compiled_model_works_with_torch_compile():
     model = gc.compile(gc.template("lenet5")).eval()
     x = torch.randn(2, 1, 28, 28)

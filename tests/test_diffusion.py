@@ -142,6 +142,10 @@ def test_train_then_sample_a_digits_run(tmp_path):
     assert samples.min() >= 0 and samples.max() <= 1 and np.array_equal(samples, out.samples)
     with Image.open(tmp_path / "samples" / "grid.png") as grid:
         assert grid.size[0] > 8
+    kept = sample_run(run, n=2, steps=4, seed=0)  # no folder given: a new one inside the run
+    assert kept.folder.parent == run / "samples" and sorted(p.name for p in kept.folder.iterdir()) == \
+        ["grid.png", "samples.npy"]
+    assert sample_run(run, n=2, steps=4, seed=0).folder != kept.folder  # the same second: still a new folder
 
 
 def test_the_unet_template_trains_a_few_steps(tmp_path):

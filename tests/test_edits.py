@@ -252,6 +252,20 @@ def test_duplicate_copies_nodes_and_their_inner_edges(session):
     assert session.doc.node("c1_1") is None
 
 
+def test_repeated_pastes_and_duplicates_never_land_on_each_other(session):
+    clip = session.copy(["c1", "a1"])
+    original = session.positions["c1"]
+    spots = {tuple(original)}
+    for _ in range(3):
+        delta = session.paste(clip["nodes"], clip["edges"])
+        spots.add(tuple(session.positions[delta.ids["c1"]]))
+    session.duplicate(["c1"])
+    spots.add(tuple(session.positions["c1_4"]))
+    assert len(spots) == 5  # the original, three pastes and a duplicate: five places
+    xs = sorted(x for x, _ in spots)
+    assert all(b - a >= 30 for a, b in zip(xs, xs[1:]))  # each copy visibly apart from the last
+
+
 # ------------------------------------------------------------------ the edit protocol (graphcore.editing.ops)
 STATIC_SRC = Path(__file__).resolve().parent.parent / "static" / "src"
 

@@ -1,5 +1,6 @@
 """BatchNorm folding for inference: same outputs in eval mode, no BatchNorm left."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -30,6 +31,7 @@ def test_fusing_a_graph_of_primitives():
     assert isinstance(fused, gc.GraphModel) and fused.doc == model.doc and not fused.training
 
 
+@pytest.mark.slow  # resnet18 at 64x64: seconds of forward passes
 def test_fusing_inside_composite_blocks():
     model = trained_stats(gc.compile(gc.template("resnet18")), (3, 64, 64))
     fused = model.fuse()

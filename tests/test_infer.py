@@ -1,5 +1,8 @@
 """The batching Inferencer: same answers as the model, concurrent clients, errors to the right
-caller only, clients in other processes, weight updates, and a worker that ends with its owner."""
+caller only, clients in other processes, weight updates, and a worker that ends with its owner.
+
+The tests share one worker; those that need a worker (or a client process) of their own are slow
+tests, since starting a Python process that imports torch takes seconds."""
 
 from __future__ import annotations
 
@@ -23,8 +26,14 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def inferencer(model):
-    with Inferencer(model, device="cpu", max_batch=16) as served:
+def omp_wait_policy():
+    """OMP_WAIT_POLICY as it was before the shared worker started."""
+    return os.environ.get("OMP_WAIT_POLICY")
+
+
+@pytest.fixture(scope="module")
+def inferencer(model, omp_wait_policy):
+    with Inferencer(model, device="cpu", max_batch=16, threads=1) as served:
         yield served
 
 
@@ -78,6 +87,7 @@ def test_a_bad_request_fails_alone(model, inferencer):
         inferencer(good, good)
 
 
+@pytest.mark.slow
 def test_an_error_inside_the_model_reaches_only_its_caller():
     doc = tiny_denoiser()
     doc.node("temb").params["num_embeddings"] = 10
@@ -109,6 +119,7 @@ def _remote(client, x, replies) -> None:
     replies.put(client(x).numpy())  # numpy: a tensor would go by shared memory that dies with this process
 
 
+@pytest.mark.slow
 def test_a_client_works_from_another_process(model, inferencer):
     ctx = mp.get_context("spawn")
     replies = ctx.Queue()
@@ -120,6 +131,7 @@ def test_a_client_works_from_another_process(model, inferencer):
     assert process.exitcode == 0 and torch.allclose(torch.from_numpy(got), expected(model, x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_worker_stops_when_the_inferencer_goes_away(model):
     served = Inferencer(model, max_batch=4)
     process, client = served._process, served.create_client()
@@ -133,6 +145,7 @@ def test_the_worker_stops_when_the_inferencer_goes_away(model):
         client(torch.randn(1, 8, 8))
 
 
+@pytest.mark.slow
 def test_a_graph_that_cannot_be_served_is_a_clear_error():
     doc = tiny_classifier()
     doc.node("fc").params["out_features"] = -1
@@ -147,17 +160,15 @@ def test_timeout_on_wait(inferencer):
     assert time.monotonic() - start < 30
 
 
-def test_worker_threads_are_set_and_checked(model):
+def test_worker_threads_are_set_and_checked(model, inferencer, omp_wait_policy):
     with pytest.raises(gc.GraphError, match="threads"):
         Inferencer(model, threads=0)
-    before = os.environ.get("OMP_WAIT_POLICY")
-    with Inferencer(model, max_batch=4, threads=1) as served:
-        x = torch.randn(3, 1, 8, 8)
-        assert torch.allclose(served(x), expected(model, x), atol=1e-5)
-        stats = served.stats()
-        assert stats["threads"] == 1
-        assert stats["openmp_wait_policy"] == (before or "PASSIVE")  # no spinning next to the clients
-    assert os.environ.get("OMP_WAIT_POLICY") == before  # set for the worker's start only
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.allclose(inferencer(x), expected(model, x), atol=1e-5)
+    stats = inferencer.stats()
+    assert stats["threads"] == 1
+    assert stats["openmp_wait_policy"] == (omp_wait_policy or "PASSIVE")  # no spinning next to the clients
+    assert os.environ.get("OMP_WAIT_POLICY") == omp_wait_policy  # set for the worker's start only
 
 
 def test_numpy_arrays_and_lists_are_accepted_like_tensors(model, inferencer):

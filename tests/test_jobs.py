@@ -1,7 +1,12 @@
 """Background jobs: training in a separate process streams events, stops on request with a
-checkpoint, and every failure (an exception, a killed process) arrives as an error event."""
+checkpoint, and every failure (an exception, a killed process) arrives as an error event.
+
+Each job is a fresh Python process that imports torch before it trains, so all but the quickest
+(a job that fails at once) are slow tests."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +26,15 @@ def collect(job, timeout: float = 300.0) -> list[dict]:
     return events
 
 
+@pytest.fixture(scope="module")
+def diffusion_run(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """One diffusion training job for the tests that need one: its run folder and its events."""
+    run = tmp_path_factory.mktemp("jobs") / "run"
+    job = start_training(tiny_denoiser(), TrainConfig(task="diffusion", epochs=1, batch_size=128), out=run)
+    return run, collect(job)
+
+
+@pytest.mark.slow
 def test_a_training_job_streams_its_progress(tmp_path):
     job = start_training(tiny_classifier(), TrainConfig(epochs=2, batch_size=64, log_every=5), out=tmp_path / "run")
     events = collect(job)
@@ -28,6 +42,7 @@ def test_a_training_job_streams_its_progress(tmp_path):
     assert types[0] == "start" and types[-1] == "done" and events[-1]["status"] == "finished"
     steps = [e for e in events if e["type"] == "step"]
     assert steps and all(np.isfinite(e["loss"]) and e["lr"] > 0 for e in steps)
+    assert steps[0]["step"] == 1 and all(e["total_steps"] == 46 and e["eta"] >= 0 for e in steps)  # 23 an epoch
     assert [e["step"] for e in steps] == sorted(e["step"] for e in steps)
     metrics = [(e["epoch"], e["split"]) for e in events if e["type"] == "metrics"]
     assert metrics == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
@@ -35,15 +50,16 @@ def test_a_training_job_streams_its_progress(tmp_path):
     assert job.finished and not job.running
 
 
-def test_a_diffusion_job_sends_sample_images(tmp_path):
-    job = start_training(tiny_denoiser(), TrainConfig(task="diffusion", epochs=1, batch_size=128), out=tmp_path / "d")
-    samples = [e for e in collect(job) if e["type"] == "samples"]
+@pytest.mark.slow
+def test_a_diffusion_job_sends_sample_images(diffusion_run):
+    samples = [e for e in diffusion_run[1] if e["type"] == "samples"]
     assert len(samples) == 1
     images = samples[0]["images"]
     assert images.shape == (16, 8, 8, 1) and images.dtype == np.uint8
     assert samples[0]["png"].startswith(PNG)
 
 
+@pytest.mark.slow
 def test_stop_request_saves_then_ends(tmp_path):
     job = start_training(tiny_classifier(), TrainConfig(epochs=500, batch_size=16, log_every=1), out=tmp_path / "run")
     for event in job.events(timeout=300):
@@ -65,6 +81,7 @@ def test_a_failing_job_sends_an_error_event(tmp_path):
     assert "not found" in events[0]["message"]
 
 
+@pytest.mark.slow
 def test_a_killed_job_is_reported_not_silent(tmp_path):
     job = start_training(tiny_classifier(), TrainConfig(epochs=500, batch_size=16, log_every=1), out=tmp_path / "run")
     for event in job.events(timeout=300):
@@ -76,10 +93,12 @@ def test_a_killed_job_is_reported_not_silent(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sampling_job_previews_each_step(tmp_path):
-    collect(start_training(tiny_denoiser(), TrainConfig(task="diffusion", epochs=1), out=tmp_path / "run"))
-    job = start_sampling(tmp_path / "run", tmp_path / "out", steps=6, n=4, preview_every=2)
+def test_a_sampling_job_previews_each_step(diffusion_run):
+    run = diffusion_run[0]
+    job = start_sampling(run, steps=6, n=4, preview_every=2)
     events = collect(job)
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == [2, 4, 6] and steps[0]["images"].shape == (4, 8, 8, 1)
-    assert events[-1]["status"] == "finished" and (tmp_path / "out" / "samples.npy").exists()
+    folder = Path(events[-1]["folder"])  # no folder given: a new one inside the run
+    assert events[-1]["status"] == "finished" and folder.parent == run / "samples"
+    assert (folder / "samples.npy").exists() and str(folder / "grid.png") in events[-1]["files"]

@@ -181,6 +181,7 @@ def _limit_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
 
 
+@pytest.mark.slow
 def test_a_concat_bomb_ends_with_one_line_under_a_2_gb_address_space_limit(tmp_path):
     path = concat_bomb(tmp_path / "bomb.onnx")
     command = [sys.executable, "-c", "import sys; from graphcore.cli.main import main; sys.exit(main(sys.argv[1:]))",

@@ -1,4 +1,7 @@
-"""The trainer: real training on digits, the run folder, exact resume, NaN, stop requests, DDP."""
+"""The trainer: real training on digits, the run folder, exact resume, NaN, stop requests, DDP.
+
+Tests that start a Python process of their own, train a full template for epochs or run for a
+set time are slow tests."""
 
 from __future__ import annotations
 
@@ -11,13 +14,14 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
 from train_graphs import one_thread, tiny_autoencoder, tiny_classifier, tiny_denoiser  # noqa: F401
 
 import graphcore as gc
-from graphcore.runtime.config import TrainConfig, guess_task
+from graphcore.runtime.config import TrainConfig, guess_task, task_config
 from graphcore.runtime.train import Trainer, lr_factor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,6 +31,7 @@ def _metrics(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_lenet_learns_digits_and_writes_a_run_folder(tmp_path):
     result = Trainer(gc.template("lenet5"), TrainConfig(epochs=3, lr=1e-2, batch_size=32), out=tmp_path / "run").fit()
     assert result.status == "finished", result.message
@@ -132,6 +137,7 @@ def test_time_budget_stops_with_a_checkpoint_that_resumes(tmp_path):
     assert resumed.status == "finished" and resumed.step > result.step
 
 
+@pytest.mark.slow
 def test_sigterm_saves_before_stopping(tmp_path):
     code = (
         "import os, signal, sys\n"
@@ -212,9 +218,10 @@ def test_run_files_keep_the_users_umask(tmp_path):
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir()}
     assert modes == dict.fromkeys([".netcanvas-run", "graph.json", "config.json", "metrics.jsonl", "last.pt",
-                                   "best.pt"], 0o644)
+                                   "best.pt", "status.json"], 0o644)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_loses_at_most_the_checkpoint_interval_and_resumes_exactly(tmp_path):
     config = TrainConfig(epochs=3, batch_size=128, lr=1e-2, checkpoint_minutes=0.0001)  # 12 steps an epoch
     straight = Trainer(tiny_classifier(), config, out=tmp_path / "straight").fit()
@@ -321,3 +328,101 @@ def test_a_lone_surrogate_in_a_label_trains_and_its_run_keeps_the_graph(tmp_path
     doc.node("fc").label = "logits \ud800"  # what a file holding "\ud800" loads as
     assert Trainer(doc, TrainConfig(epochs=1), out=tmp_path / "run").fit().status == "finished"
     assert gc.load(tmp_path / "run" / "graph.json") == doc
+
+
+# ----------------------------------------------------------------------------- time budgets, --init
+@pytest.mark.slow
+def test_minutes_without_epochs_trains_until_the_budget_and_ends_annealed(tmp_path):
+    events: list[dict] = []
+    config = TrainConfig(minutes=0.04, epochs=None, batch_size=128, log_every=5)  # a 2.4 s budget
+    assert config.epochs is None
+    trainer = Trainer(tiny_classifier(), config, out=tmp_path / "run", events=events.append)
+    began = time.monotonic()
+    result = trainer.fit()
+    took = time.monotonic() - began
+    assert result.status == "finished" and "time budget of 0.04 min" in result.message, result.message
+    assert 2.4 * 0.8 < took < 2.4 + 2.0  # ran for the budget, not 10 epochs and not one step
+    assert result.epoch > 1 and result.step > 12  # 12 steps an epoch
+    assert trainer.optimizer.param_groups[0]["lr"] < 0.05 * config.lr  # annealed, not cut off at full lr
+    steps = [e for e in events if e["type"] == "step"]
+    assert steps and all(e["step"] <= e["total_steps"] and e["eta"] >= 0 for e in steps)
+    assert max(e["lr"] for e in steps) > 0.5 * config.lr  # it did warm up to the full lr in between
+    assert steps[-1]["eta"] < 1.0
+    lines = _metrics(tmp_path / "run")
+    assert lines[-1]["split"] == "val" and lines[-1]["step"] == result.step  # the last stretch is evaluated
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] is None
+
+
+def test_epochs_default_to_ten_only_when_no_budget_is_given():
+    assert TrainConfig().epochs == 10 and TrainConfig(epochs=None).epochs == 10
+    assert TrainConfig(minutes=2).epochs is None and TrainConfig(minutes=2, epochs=3).epochs == 3
+    assert TrainConfig.from_dict({"epochs": None, "minutes": 1.5}).epochs is None
+    ui = task_config("diffusion")  # the Train panel's diffusion defaults: a budget, no epochs
+    assert (ui.epochs, ui.minutes, ui.batch_size, ui.task) == (None, 3.0, 32, "diffusion")
+    assert task_config("classify", epochs=7).epochs == 7
+    with pytest.raises(gc.GraphError, match="unknown task 'dance'"):
+        task_config("dance")
+
+
+@pytest.mark.slow
+def test_the_first_step_event_comes_at_once_then_every_two_seconds_when_steps_are_slow(tmp_path):
+    seen: list[tuple[float, dict]] = []
+    stepped: list[float] = []
+    stop = threading.Event()
+
+    def slow(trainer: Trainer) -> None:
+        stepped.append(time.monotonic())
+        time.sleep(0.45)
+        if trainer.step == 6:
+            stop.set()
+
+    Trainer(tiny_classifier(), TrainConfig(epochs=1, batch_size=32, log_every=1000), out=tmp_path / "run",
+            events=lambda e: seen.append((time.monotonic(), e)), stop_event=stop, on_step=slow).fit()
+    steps = [(at, e) for at, e in seen if e["type"] == "step"]
+    assert steps[0][1]["step"] == 1 and steps[0][0] - stepped[0] < 2.0
+    assert len(steps) >= 2  # another within the 2.7 s, though log_every is 1000 steps
+
+
+def test_init_starts_from_the_given_weights(tmp_path):
+    source = tmp_path / "source"
+    Trainer(tiny_classifier(), TrainConfig(epochs=1), out=source).fit()
+    bare = tmp_path / "bare.pt"
+    gc.compile(tiny_classifier()).init(source / "last.pt").save(bare)
+
+    runs = iter(range(100))
+
+    def first_loss(graph, **config) -> float:  # the loss of step 0, before any update
+        events: list[dict] = []
+        stop = threading.Event()
+        Trainer(graph, TrainConfig(epochs=1, log_every=1, **config), out=tmp_path / f"run{next(runs)}",
+                events=events.append, stop_event=stop, on_step=_stop_at(1, stop)).fit()
+        return next(e["loss"] for e in events if e["type"] == "step")
+
+    expected = first_loss(gc.compile(tiny_classifier()).init(source / "last.pt"))
+    assert first_loss(tiny_classifier(), init=str(source / "last.pt")) == pytest.approx(expected, abs=1e-6)
+    assert first_loss(tiny_classifier(), init=str(bare)) == pytest.approx(expected, abs=1e-6)
+    assert first_loss(tiny_classifier()) > expected + 0.5  # a fresh model is far from the trained one
+
+
+def test_init_weights_that_do_not_fit_are_one_line_naming_the_keys(tmp_path):
+    weights = tmp_path / "lenet.pt"
+    gc.compile(gc.template("lenet5")).init(seed=0).save(weights)
+    with pytest.raises(gc.GraphError) as info:
+        Trainer(tiny_classifier(), TrainConfig(epochs=1, init=str(weights)), out=tmp_path / "run").fit()
+    message = str(info.value)
+    assert len(info.value.diagnostics) == 1 and "\n" not in message
+    assert "lenet.pt" in message and "do not fit graph 'tiny_classifier'" in message
+    assert "missing: fc.weight, fc.bias" in message and "unexpected: c3.weight" in message
+    assert not (tmp_path / "run" / "last.pt").exists()
+    with pytest.raises(gc.GraphError, match="nowhere.pt: cannot load weights"):
+        Trainer(tiny_classifier(), TrainConfig(epochs=1, init=str(tmp_path / "nowhere.pt")), out=tmp_path / "r2").fit()
+
+
+def test_a_budget_run_resumes_with_a_new_budget_and_says_so_without_one(tmp_path):
+    stop = threading.Event()
+    Trainer(tiny_classifier(), TrainConfig(minutes=1), out=tmp_path / "run", stop_event=stop,
+            on_step=_stop_at(3, stop)).fit()
+    with pytest.raises(gc.GraphError, match="trained for a time budget: give --minutes or --epochs"):
+        Trainer.resume(tmp_path / "run")
+    result = Trainer.resume(tmp_path / "run", minutes=0.02).fit()
+    assert result.status == "finished" and result.step > 3

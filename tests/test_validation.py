@@ -202,6 +202,7 @@ def test_cli_reports_broken_files_with_exit_1(text, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and str(path) in err
 
 
+@pytest.mark.slow
 def test_console_script_end_to_end(tmp_path):
     path = tmp_path / "g.json"
     gc.save(BAD_GRAPHS["kernel"][0], path)

@@ -1,6 +1,8 @@
 """``netcanvas export`` and ``netcanvas import``: the command-line side of codegen and ONNX.
 
-Both write their files atomically, so a failure leaves no partial output behind.
+``export`` takes a graph or a run folder (its graph.json and best.pt) and says which weights it
+wrote. Both write their files atomically, and where they write two, both or neither, so a failure
+leaves no partial output behind.
 """
 
 from __future__ import annotations
@@ -8,46 +10,105 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graphcore.cli.arguments import int_between, nonempty_path, usage_error
 from graphcore.core.diagnostics import GraphError
-from graphcore.core.document import write_atomic
+from graphcore.core.document import GraphDoc, load, write_atomic
 from graphcore.core.gallery import open_graph
+
+if TYPE_CHECKING:
+    from graphcore.interchange.weights import Weights
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("graph", help="graph JSON file or template name")
+    parser.add_argument("graph", help="graph JSON file, template name, or run folder (runs/NAME)")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--python", type=nonempty_path, metavar="OUT.py", help="write standalone PyTorch code")
-    target.add_argument("--onnx", type=nonempty_path, metavar="OUT.onnx", help="write ONNX, verified in onnxruntime")
+    target.add_argument("--python", type=nonempty_path, metavar="OUT.py",
+                        help="write standalone PyTorch code; with weights, also OUT.pt (a state_dict) beside it")
+    target.add_argument("--onnx", type=nonempty_path, metavar="OUT.onnx",
+                        help="write ONNX with the weights inside, verified in onnxruntime")
+    parser.add_argument("--weights", type=nonempty_path, metavar="best|last|W.pt",
+                        help="the weights to export: a run folder's best.pt (its default) or last.pt, or a file "
+                             "(a state_dict or a run checkpoint); default for a graph: fresh random weights")
     parser.add_argument("--int8", action="store_true", help="with --onnx: dynamic int8 quantization")
-    parser.add_argument("--weights", type=nonempty_path, metavar="W.pt",
-                        help="with --onnx: the weights to export (default: random)")
     parser.add_argument("--opset", type=_opset, help="with --onnx: ONNX opset version (what torch.onnx supports)")
     parser.add_argument("--no-fuse", action="store_true", help="with --onnx: keep batch norms as separate ops")
 
 
 def export_command(args: argparse.Namespace) -> int:
-    if args.python and (args.int8 or args.weights or args.opset or args.no_fuse):
-        raise usage_error("export: --int8, --weights, --opset and --no-fuse go with --onnx")
-    doc = open_graph(args.graph)
+    if args.python and (args.int8 or args.opset or args.no_fuse):
+        raise usage_error("export: --int8, --opset and --no-fuse go with --onnx")
+    doc, weights = _graph_and_weights(args.graph, args.weights)
     if args.python:
-        from graphcore.interchange.codegen import to_python
-
-        source = to_python(doc)
-        write_atomic(Path(args.python), source.encode("utf-8"))
-        print(f"{args.python}: Python for graph {doc.name!r} ({len(source.splitlines())} lines)")
+        _write_python(doc, weights, Path(args.python))
         return 0
-    from graphcore.core.compiler import compile
     from graphcore.interchange.onnx_export import export_onnx
 
-    model = compile(doc)
-    if args.weights:
-        model.init(args.weights)
-    result = export_onnx(model, args.onnx, opset=args.opset, quantize="int8" if args.int8 else None,
+    result = export_onnx(weights.model(doc), args.onnx, opset=args.opset, quantize="int8" if args.int8 else None,
                          fuse=not args.no_fuse)
-    print(result)
+    print(f"{result}\nweights: {weights.description}")
     return 0
+
+
+def _graph_and_weights(graph: str, choice: str | None) -> tuple[GraphDoc, Weights]:
+    """The graph to export and its weights: a run folder's own graph and checkpoint (``choice`` best,
+    the default, or last), or any graph with a weights file (fresh weights without one)."""
+    from graphcore.interchange.weights import CHECKPOINTS, read_weights
+
+    run = Path(graph)
+    if run.is_dir():
+        if not (run / "graph.json").is_file():
+            raise GraphError(f"{run}: not a run folder (no graph.json)")
+        doc = load(run / "graph.json")
+        return doc, read_weights(run, choice or "best") if choice in (None, *CHECKPOINTS) else read_weights(choice)
+    if choice in CHECKPOINTS:
+        raise usage_error(f"export: --weights {choice} takes a run folder (runs/NAME) in place of {graph}")
+    return open_graph(graph), read_weights(choice)
+
+
+def _write_python(doc: GraphDoc, weights: Weights, target: Path) -> None:
+    """``target`` and, with weights that are not fresh, a state_dict beside it: both files or neither."""
+    import torch
+
+    from graphcore.interchange.codegen import to_python
+
+    source = to_python(doc)
+    written = f"{target}: Python for graph {doc.name!r} ({len(source.splitlines())} lines)"
+    if weights.state is None:
+        write_atomic(target, source.encode("utf-8"))
+        print(f"{written}; {weights.description}: build_model() makes them, build_model('W.pt') loads saved ones")
+        return
+    state_file = _state_file_beside(target, weights)
+    buffer = io.BytesIO()
+    torch.save(weights.model(doc).state_dict(), buffer)  # checked against the graph before anything is written
+    _write_both((state_file, buffer.getvalue()), (target, source.encode("utf-8")))
+    print(f"{written}\n{state_file}: {weights.description}; load them with build_model({str(state_file)!r})")
+
+
+def _state_file_beside(target: Path, weights: Weights) -> Path:
+    """Where the Python's weights go: beside it, never over the file they come from or a run's checkpoint."""
+    from graphcore.interchange.weights import CHECKPOINTS
+    from graphcore.runtime.workspace import is_run_dir
+
+    state_file = target.with_suffix(".pt")
+    if state_file.exists() and (state_file.resolve() == Path(weights.origin).resolve()
+                                or state_file.stem in CHECKPOINTS and is_run_dir(state_file.parent)):
+        raise GraphError(f"{state_file}: would replace the run's checkpoint or the weights being exported; "
+                         "write the Python elsewhere")
+    return state_file
+
+
+def _write_both(first: tuple[Path, bytes], second: tuple[Path, bytes]) -> None:
+    """Write two files atomically, ``first`` first: if ``second`` fails, a new ``first`` is removed again."""
+    existed = first[0].exists()
+    write_atomic(*first)
+    try:
+        write_atomic(*second)
+    except GraphError:
+        if not existed:
+            first[0].unlink(missing_ok=True)
+        raise
 
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,20 +126,13 @@ def import_command(args: argparse.Namespace) -> int:
 
     doc, state = from_onnx(args.model)
     graph_path = Path(args.out)
+    graph_file = (graph_path, dumps(doc).encode("utf-8"))
     if args.weights:
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        weights_path = Path(args.weights)
-        existed = weights_path.exists()
-        write_atomic(weights_path, buffer.getvalue())
-        try:
-            write_atomic(graph_path, dumps(doc).encode("utf-8"))
-        except GraphError:
-            if not existed:
-                weights_path.unlink(missing_ok=True)  # both files or neither
-            raise
+        _write_both((Path(args.weights), buffer.getvalue()), graph_file)
     else:
-        write_atomic(graph_path, dumps(doc).encode("utf-8"))
+        write_atomic(*graph_file)
     params = sum(t.numel() for k, t in state.items() if not k.endswith(("running_mean", "running_var",
                                                                        "num_batches_tracked")))
     print(f"{graph_path}: graph {doc.name!r} ({len(doc.nodes)} nodes, {params:,} parameters)"

@@ -22,8 +22,10 @@ from graphcore.core.analysis import Analysis
 from graphcore.core.diagnostics import GraphError, errors
 from graphcore.core.gallery import open_graph, templates
 from graphcore.core.summary import summary
+from graphcore.runtime.workspace import Workspace, reason
 
 EDITOR_ENTRY_POINTS = "netcanvas.editor"
+GRAPH_SUFFIXES = (".json", ".onnx")  # what the editor's argument opens as a graph rather than as a workspace
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
 
@@ -85,7 +87,9 @@ command("import", "open an ONNX model as a graph and its weights", add_import_ar
 
 
 def editor(argv: list[str]) -> int:
-    """``netcanvas [--host H] [--port P] [--token T | --token-file F] [--native] [G.json]``: start the editor."""
+    """``netcanvas [--host H] [--port P] [--token T | --token-file F] [--native] [DIR | G.json | M.onnx]``:
+    start the editor on the workspace DIR (default: the current folder), or on a graph file with the
+    current folder as the workspace."""
     parser = _editor_parser()
     args = parser.parse_args(argv)
     token = _read_token(parser, args.token_file) if args.token_file else args.token
@@ -93,19 +97,43 @@ def editor(argv: list[str]) -> int:
     if refusal:  # found now, in one line, rather than after the server has said it is ready
         print(f"netcanvas: {refusal}", file=sys.stderr)
         return 2
+    workspace, graph = _editor_target(parser, args.target)
+    opens = {"graph": graph} if graph else {}  # else the editor's own default
     start = _editor_entry_point()
-    start(graph=args.graph, host=args.host, port=args.port, token=token or None, native=args.native)
+    start(workspace=workspace, **opens, host=args.host, port=args.port, token=token or None, native=args.native)
     return 0
+
+
+def _editor_target(parser: argparse.ArgumentParser, target: str) -> tuple[str, str | None]:
+    """(workspace folder, graph to open or None) for the editor's argument: a folder is the workspace
+    (made, with graphs/ and runs/, if absent); a graph file or a template name opens in the current folder."""
+    path = Path(target).expanduser()
+    opens_file = path.suffix.lower() in GRAPH_SUFFIXES
+    if opens_file or (not path.exists() and target in templates()):
+        if opens_file and not path.is_file():
+            parser.error(f"{target}: no such graph file")
+        return str(Path.cwd()), (str(path.resolve()) if opens_file else target)
+    if path.exists() and not path.is_dir():
+        parser.error(f"{target}: not a folder, a .json graph or an .onnx model")
+    try:
+        workspace = Workspace(path).create()
+    except GraphError as exc:
+        parser.error(reason(exc))
+    return str(workspace.root), None
 
 
 def _editor_parser() -> argparse.ArgumentParser:
     """The editor's arguments; its help (``netcanvas -h``) also lists the commands."""
     commands = "\n".join(f"  {name:<10} {help_text}" for name, (help_text, _, _) in COMMANDS.items())
     parser = argparse.ArgumentParser(prog="netcanvas", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="NetCanvas: compose neural networks visually. "
-                                                 "With no command, start the editor.",
+                                     description="NetCanvas: compose neural networks visually. With no "
+                                                 "command, start the editor (netcanvas [DIR]) and open it in a "
+                                                 "browser at http://HOST:PORT.",
                                      epilog=f"commands (netcanvas COMMAND -h):\n{commands}")
-    parser.add_argument("graph", nargs="?", default="lenet5", help="graph JSON file or template name to open")
+    parser.add_argument("target", nargs="?", default=".", metavar="DIR | G.json | M.onnx",
+                        help="the workspace folder that holds your graphs/ and runs/ (default: the current folder; "
+                             "made if absent), or a graph file or .onnx model (or a template name) to open with "
+                             "the current folder as the workspace")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--port", type=_port, default=8080, help="port to listen on, 1-65535 (default: 8080)")
     token = parser.add_mutually_exclusive_group()

@@ -18,7 +18,8 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
                         help="denoising steps (at most the training timesteps)")
     parser.add_argument("--n", type=positive_int, default=64, help="number of samples")
     parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--out", type=nonempty_path, default=None, help="output folder (default: RUN_DIR/samples)")
+    parser.add_argument("--out", type=nonempty_path, default=None,
+                        help="output folder (default: a new RUN_DIR/samples/STAMP, STAMP the UTC time)")
     parser.add_argument("--checkpoint", choices=["last", "best"], default="last")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--frames", type=positive_int, default=None,
@@ -30,8 +31,7 @@ def sample_command(args: argparse.Namespace) -> int:
     timesteps = read_config(Path(args.run) / "config.json").timesteps
     if args.steps > timesteps:  # the range depends on the run, so argparse cannot check it
         raise usage_error(f"argument --steps: at most the run's {timesteps} timesteps, got {args.steps}")
-    out = args.out or str(Path(args.run) / "samples")
-    result = sample_run(args.run, out, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
+    result = sample_run(args.run, args.out, sampler=args.sampler, steps=args.steps, n=args.n, seed=args.seed,
                         checkpoint=args.checkpoint, device=args.device, frames=args.frames, overlap=args.overlap)
-    print(f"wrote {', '.join(str(f) for f in result.files)} ({result.samples.shape[0]} samples)")
+    print(f"wrote {', '.join(str(f) for f in result.files)} ({result.samples.shape[0]} samples) in {result.folder}")
     return 0

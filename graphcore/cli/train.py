@@ -21,13 +21,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", nargs="?", help="graph JSON file or template name (optional with --resume)")
     parser.add_argument("--task", choices=TASKS, help="default: guessed from the graph")
     parser.add_argument("--dataset", help="digits (default), a folder of class folders of images, or FILE.npz")
-    parser.add_argument("--epochs", type=positive_int, help="epochs in all (default 10; with --resume: the new total)")
-    parser.add_argument("--minutes", type=positive_float, help="time budget; stops with a checkpoint")
+    parser.add_argument("--epochs", type=positive_int,
+                        help="epochs in all (default: 10, or until --minutes ends; with --resume: the new total)")
+    parser.add_argument("--minutes", type=positive_float,
+                        help="time budget: without --epochs, train until it ends; the lr schedule ends with it")
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--lr", type=positive_float)
     parser.add_argument("--optimizer", choices=sorted(DEFAULT_LR))
     parser.add_argument("--seed", type=seed)
     parser.add_argument("--resume", type=nonempty_path, metavar="RUN_DIR", help="continue this run where it stopped")
+    parser.add_argument("--init", type=nonempty_path, metavar="W.pt",
+                        help="start from these weights (a state_dict or a run's best.pt / last.pt): fine-tuning")
     parser.add_argument("--nproc", type=positive_int, default=1,
                         help="processes (DistributedDataParallel under torchrun)")
     parser.add_argument("--device", help="auto (default): CUDA, then MPS, then CPU")
@@ -35,7 +39,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder (default runs/GRAPH_NAME): new, empty, or a run with no checkpoint yet")
 
 
-_FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed")
+_FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed", "init")
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -48,7 +52,7 @@ def train_command(args: argparse.Namespace) -> int:
             raise GraphError("name a graph to train (a JSON file or a template), or --resume a run")
         doc = open_graph(args.graph)
         options = {name: getattr(args, name) for name in ("dataset", "epochs", "minutes", "batch_size", "lr",
-                                                           "optimizer", "seed", "device")}
+                                                           "optimizer", "seed", "device", "init")}
         options = {k: v for k, v in options.items() if v is not None}
         config = TrainConfig(task=args.task or guess_task(doc), **options)
         if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -95,7 +99,8 @@ def _relaunch(args: argparse.Namespace, out: str) -> int:
                "-m", "graphcore.cli", "train"]
     if args.graph:
         command.append(args.graph)
-    for name in ("task", "dataset", "epochs", "minutes", "batch_size", "lr", "optimizer", "seed", "resume", "device"):
+    for name in ("task", "dataset", "epochs", "minutes", "batch_size", "lr", "optimizer", "seed", "resume", "device",
+                 "init"):
         value = getattr(args, name)
         if value is not None:
             command += [f"--{name.replace('_', '-')}", str(value)]

@@ -7,7 +7,9 @@ positions that moved. Nothing here knows about the UI.
 
 Every edit is a *step* made of primitive operations (add/remove a node or an edge, set
 params, rename, move), each of which knows its inverse; undo applies the inverses of the
-last step in reverse order, so that a paste or a group delete undoes in one go.
+last step in reverse order, so that a paste or a group delete undoes in one go. Loading
+another document (``load``) is a step too: it swaps the document and its analysis, and undo
+swaps them back.
 A step of param changes only is re-analysed with ``Analysis.update_node`` (the node and
 what lies downstream of it); a structural step with ``Analysis.rebuild``.
 """
@@ -62,10 +64,12 @@ class Delta:
     edges_removed: list[str] = field(default_factory=list)  # edge ids
     positions: dict[str, list[float]] = field(default_factory=dict)  # id -> [x, y]
     ids: dict[str, str] = field(default_factory=dict)  # pasted id -> new id
+    document: bool = False  # another document took this one's place (a load, or its undo): redraw it all
 
     @property
     def empty(self) -> bool:
-        return not (self.nodes or self.removed or self.edges_added or self.edges_removed or self.positions)
+        return not (self.nodes or self.removed or self.edges_added or self.edges_removed or self.positions
+                    or self.document)
 
     def to_dict(self) -> dict:
         return {"nodes": self.nodes, "removed": self.removed, "edges_added": self.edges_added,
@@ -242,7 +246,10 @@ class EditSession:
         ids: dict[str, str] = {}
         ops: list[Op] = []
         taken = set(self.analysis.nodes)
-        for item in nodes:
+        nodes = list(nodes)
+        places = [item.get("position") or self._free_position() for item in nodes]
+        offset = clear_offset(places, self.positions.values(), offset)
+        for item, (x, y) in zip(nodes, places, strict=True):
             type_id = str(item["type"])
             if blocks.get(type_id) is None and not type_id.startswith("subgraph:"):
                 raise EditError(f"unknown block type {type_id!r}")
@@ -250,7 +257,6 @@ class EditSession:
             new_id = self.fresh_id(old_id, taken, keep=True)
             taken.add(new_id)
             ids[old_id] = new_id
-            x, y = item.get("position") or self._free_position()
             node = Node(id=new_id, type=type_id, params=dict(item.get("params") or {}), label=item.get("label"))
             ops.append(("add_node", node, _pos((x + offset[0], y + offset[1])), len(self.doc.nodes) + len(ops)))
         n_edges = len(self.doc.edges)
@@ -309,6 +315,17 @@ class EditSession:
         for i, nid in enumerate(unplaced):  # a subgraph saved without positions: a row in its place
             positions[nid] = [x + i * COLUMN_WIDTH, y]
         return self._do([("replace", _contents(self.doc), _contents(ungrouped))])
+
+    def load(self, other: EditSession) -> Delta:
+        """Put another document in this one's place (New, Open, a template) as one undo step.
+
+        ``other`` is a fresh ``EditSession(doc)``: its document comes analysed and placed (in a
+        worker thread, where the editor makes it), so the swap re-analyses nothing, and undo swaps
+        the old document and its analysis back as they were.
+        """
+        if self.parent is not None or other.parent is not None:
+            raise EditError("close the subgraph first: a document is loaded at the top level of the file")
+        return self._do([("document", other.doc, other.analysis)])
 
     def fresh_subgraph_name(self) -> str:
         taken = self.root.doc.subgraphs
@@ -407,7 +424,7 @@ class EditSession:
         structural = False
         for op in ops:
             undo.append(self._apply(op, delta, touched))
-            structural = structural or op[0] not in ("set_params", "move")
+            structural = structural or op[0] not in ("set_params", "move", "document")
         if any(op[0] == "replace" for op in ops):
             self.analysis.library = self._library()
         if structural:
@@ -485,6 +502,12 @@ class EditSession:
             delta.ids[old_id] = new_id
             touched.add(new_id)
             return ("rename", new_id, old_id)
+        if kind == "document":
+            _, new_doc, new_analysis = op
+            inverse = ("document", self.doc, self.analysis)
+            self.doc, self.analysis = new_doc, new_analysis
+            delta.document = True
+            return inverse
         if kind == "replace":
             _, old, new = op
             old_nodes = {n.id: n for n in doc.nodes}
@@ -550,6 +573,17 @@ def _place_boundary(sub: GraphDoc) -> None:
         ids = [n.id for n in sub.nodes if n.type == kind]
         for i, nid in enumerate(ids):
             positions[nid] = [x, middle + (i - (len(ids) - 1) / 2) * ROW_HEIGHT]
+
+
+def clear_offset(places: list, occupied: Iterable[Iterable[float]], step: Position, first: int = 1) -> Position:
+    """The first multiple of ``step`` (from ``first``) that puts no new node exactly where a node
+    already is: repeated pastes, duplicates and palette clicks step down and right instead of
+    piling up on one another."""
+    taken = {tuple(_pos(p)) for p in occupied}
+    k = first
+    while any(tuple(_pos((x + k * step[0], y + k * step[1]))) in taken for x, y in places):
+        k += 1
+    return k * step[0], k * step[1]
 
 
 def _pos(position: Iterable[float]) -> list[float]:

@@ -21,7 +21,6 @@ import queue as queue_module
 import time
 import traceback
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from graphcore.core.diagnostics import GraphError, one_line
@@ -128,12 +127,14 @@ def start_training(graph: GraphDoc, config: TrainConfig, *, out: str | os.PathLi
                             str(resume) if resume else None))
 
 
-def start_sampling(run_dir: str | os.PathLike, out: str | os.PathLike, *, sampler: str = "ddim", steps: int = 50,
-                   n: int = 16, seed: int = 0, preview_every: int = 1) -> Job:
+def start_sampling(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, sampler: str = "ddim",
+                   steps: int = 50, n: int = 16, seed: int = 0, preview_every: int = 1) -> Job:
     """Sample from a diffusion run in a separate process, with a ``step`` event (the current
-    x0 prediction as images) every ``preview_every`` denoising steps: the editor's live preview."""
+    x0 prediction as images) every ``preview_every`` denoising steps: the editor's live preview.
+    The files go to ``out`` (default: a new ``run_dir/samples/STAMP/``); the ``done`` event names
+    the ``folder`` and its ``files``."""
     options = {"sampler": sampler, "steps": steps, "n": n, "seed": seed, "preview_every": preview_every}
-    return Job("sampling", (str(run_dir), str(out), options))
+    return Job("sampling", (str(run_dir), str(out) if out is not None else None, options))
 
 
 def _job_main(kind: str, *args: Any) -> None:
@@ -164,7 +165,7 @@ def _train_job(doc_json: str, config: dict, out: str | None, resume: str | None,
     trainer.fit()  # sends start … done itself
 
 
-def _sample_job(run_dir: str, out: str, options: dict, emit, stop) -> None:
+def _sample_job(run_dir: str, out: str | None, options: dict, emit, stop) -> None:
     import torch
 
     from graphcore.runtime import diffusion
@@ -190,8 +191,8 @@ def _sample_job(run_dir: str, out: str, options: dict, emit, stop) -> None:
     except _Stopped:
         emit({"type": "done", "status": "stopped", "message": "sampling stopped", "files": []})
         return
-    emit({"type": "done", "status": "finished", "message": f"wrote {Path(out)}", "seconds": time.monotonic() - started,
-          "files": [str(f) for f in result.files]})
+    emit({"type": "done", "status": "finished", "message": f"wrote {result.folder}",
+          "seconds": time.monotonic() - started, "folder": str(result.folder), "files": [str(f) for f in result.files]})
 
 
 class _Stopped(Exception):

@@ -1,13 +1,16 @@
 """Sampling from a trained diffusion run (``netcanvas sample RUN_DIR`` on the command line).
 
 Writes ``OUT/grid.png`` and ``OUT/samples.npy`` (float32 (N, C, H, W) in [0, 1]); for a video
-graph ``samples.npy`` holds clips (N, C, T, H, W) and ``clip.gif`` shows them playing.
+graph ``samples.npy`` holds clips (N, C, T, H, W) and ``clip.gif`` shows them playing. Without
+an ``out`` folder the samples are kept in the run: ``RUN_DIR/samples/STAMP/`` (STAMP: the UTC
+time, ``YYYYmmdd-HHMMSS``, with ``-2``, ``-3``, … when that second already has a folder).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +27,15 @@ from graphcore.runtime.train import load_run
 class SampleResult:
     samples: np.ndarray  # (N, C, H, W) or (N, C, T, H, W), float32 in [0, 1]
     files: list[Path]
+    folder: Path  # where the files are
 
 
-def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, sampler: str = "ddim", steps: int = 50,
-               n: int = 64, seed: int = 0, checkpoint: str = "last", device: str = "auto",
+def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, sampler: str = "ddim",
+               steps: int = 50, n: int = 64, seed: int = 0, checkpoint: str = "last", device: str = "auto",
                frames: int | None = None, overlap: int = 2,
                callback: diffusion.StepCallback | None = None) -> SampleResult:
-    """Draw ``n`` samples from a diffusion run and write them to ``out``."""
+    """Draw ``n`` samples from a diffusion run and write them to ``out`` (default: a new
+    ``run_dir/samples/STAMP/`` folder)."""
     if n < 1:
         raise GraphError(f"n must be at least 1, got {n}")
     model, config = load_run(run_dir, checkpoint=checkpoint, device=device)
@@ -40,11 +45,6 @@ def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, sampler: s
     shape = GraphIO.of(model.doc).sample_shape("diffusion")
     schedule = diffusion.Schedule(config.beta_schedule, config.timesteps)
     net = diffusion.denoiser(model)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GraphError(f"{out}: cannot create the folder: {exc.strerror or exc}") from None
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
         if len(shape) == 4 and frames is not None and frames > shape[1]:
             raw = diffusion.sample_long_video(net, shape, schedule, frames=frames, overlap=overlap, n=n, steps=steps,
@@ -53,6 +53,7 @@ def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, sampler: s
             raw = diffusion.sample(net, shape, schedule, n=n, steps=steps, sampler=sampler, seed=seed, device=dev,
                                    callback=callback)
     samples = diffusion.to_unit_range(raw.float()).cpu().numpy().astype(np.float32)
+    out = _make_folder(Path(out)) if out is not None else new_samples_dir(run_dir)  # after: a stop leaves none
     files = [out / "samples.npy", out / "grid.png"]
     np.save(files[0], samples)
     if len(shape) == 4:  # clips (N, C, T, H, W): the grid shows the first frames, the GIF plays them
@@ -61,4 +62,27 @@ def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, sampler: s
         diffusion.save_gif(samples, files[2])
     else:
         diffusion.save_grid(samples, files[1], scale=2)
-    return SampleResult(samples, files)
+    return SampleResult(samples, files, out)
+
+
+def new_samples_dir(run_dir: str | os.PathLike) -> Path:
+    """A new, empty ``run_dir/samples/STAMP/`` folder (created here, so two samplings never share one)."""
+    base = Path(run_dir) / "samples" / f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    _make_folder(base.parent)
+    path, n = base, 2
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path, n = base.with_name(f"{base.name}-{n}"), n + 1
+        except OSError as exc:
+            raise GraphError(f"{path}: cannot create the folder: {exc.strerror or exc}") from None
+
+
+def _make_folder(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GraphError(f"{path}: cannot create the folder: {exc.strerror or exc}") from None
+    return path

@@ -5,14 +5,23 @@
 
 A run folder holds ``graph.json``, ``config.json``, ``last.pt`` (everything needed to continue:
 weights, optimizer, step, RNG state, position in the epoch), ``best.pt`` (the weights with the
-best validation score), ``metrics.jsonl`` (one line per epoch and split) and the marker file
+best validation score), ``metrics.jsonl`` (one line per epoch and split), ``status.json`` (running,
+finished, stopped or failed: what the workspace's Runs list reads) and the marker file
 ``.netcanvas-run``. A run only starts in a folder that is new, empty, or marked and without a
 checkpoint, so it never overwrites a user's files. ``last.pt`` is saved at every epoch's end and
 every ``checkpoint_minutes`` inside an epoch; ``Trainer.resume`` continues a run exactly where
 it stopped, and a damaged run folder is one line naming the file.
 
 The learning rate follows a function of the global step (linear warm-up, then cosine decay
-to zero, or constant), so the schedule's whole state is the step counter and the plan.
+to zero, or constant), so the schedule's whole state is the step counter and the plan. The plan
+is the epochs' steps; under a time budget (``minutes``) it is as many steps as fit in the time
+left at the measured cost of a step, whichever is fewer, re-planned after every step, so that a
+budgeted run ends annealed when its time does. Without ``epochs`` a run trains until its budget
+ends and then evaluates the last stretch as a (partial) epoch.
+
+Progress goes to ``events``: a "step" event (loss, lr, the plan's ``total_steps`` and ``eta`` in
+seconds) after the first step, then every ``log_every`` steps or ``EVENT_SECONDS``, whichever
+comes first.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel; each
 process takes its own share of every epoch's shuffled order, and only rank 0 writes.
@@ -42,20 +51,21 @@ from graphcore.core.compiler import GraphModel, compile
 from graphcore.core.diagnostics import GraphError, one_line
 from graphcore.core.document import GraphDoc, dumps, leftover_temp_files, load, write_atomic
 from graphcore.runtime import diffusion
-from graphcore.runtime.config import TrainConfig, TrainResult, check_task, read_config
+from graphcore.runtime.config import DEFAULT_EPOCHS, TrainConfig, TrainResult, check_task, read_config
 from graphcore.runtime.data import load_dataset
 from graphcore.runtime.devices import amp_dtype, pick_device
+from graphcore.runtime.workspace import TRAINER_STATUS, is_run_dir, mark_run_dir, timestamp, write_status
 
 EventSink = Callable[[dict], None]
 log = logging.getLogger(__name__)
 
-RUN_MARKER, RUN_FORMAT, RUN_VERSION = ".netcanvas-run", "netcanvas.run", 1  # marks every run folder, written first
 RUN_FILES = ("graph.json", "config.json", "last.pt")  # what resuming needs
 _NUMBER = (int, float)
 LAST_PT = {"model": dict, "optimizer": dict, "scaler": dict, "step": int, "epoch": int, "batch": int,
            "partial": dict, "best": (*_NUMBER, type(None)), "rng": dict, "elapsed": _NUMBER, "total_steps": int}
 """What ``last.pt`` holds, and the type of each entry."""
 WEIGHTS_PT = {"model": dict}
+EVENT_SECONDS = 2.0  # longest wait between "step" events when steps are slow (one process)
 
 
 def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
@@ -101,6 +111,8 @@ class Trainer:
         config.minutes = minutes
         if epochs is not None:
             config.epochs = epochs
+        if config.epochs is None and config.minutes is None:
+            raise GraphError(f"{run_dir} was trained for a time budget: give --minutes or --epochs to continue it")
         if device is not None:
             config.device = device
         trainer = cls(load(run_dir / "graph.json"), config, out=run_dir, **kwargs)
@@ -126,6 +138,8 @@ class Trainer:
             torch.distributed.init_process_group(backend)
         if self.model is None:
             self.model = compile(self.doc).init(seed=cfg.seed)
+        if cfg.init and self._resume_state is None:  # fine-tuning; a resumed run has its own weights
+            self.model.init(cfg.init)
         self.schedule = diffusion.Schedule(cfg.beta_schedule, cfg.timesteps) if cfg.task == "diffusion" else None
         train_x, train_y = self.data.split("train")
         self._preflight(train_x[:2])
@@ -148,7 +162,9 @@ class Trainer:
         self.local_batch = max(1, cfg.batch_size // self.world)
         per_rank = math.ceil(len(train_x) / self.world)
         self.steps_per_epoch = math.ceil(per_rank / self.local_batch)
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self._epoch_steps = cfg.epochs * self.steps_per_epoch if cfg.epochs is not None else None
+        # before a step is measured, a budgeted run guesses its length (re-planned after the first step)
+        self.total_steps = self._epoch_steps or DEFAULT_EPOCHS * self.steps_per_epoch
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
         self._params = list(self.model.parameters())
         self._ema_params = list(self.ema_model.parameters()) if self.ema_model is not None else []
@@ -183,7 +199,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GraphError(f"{self.run_dir}: cannot create the run folder: {exc.strerror or exc}") from None
-        write_atomic(self.run_dir / RUN_MARKER, f"{RUN_FORMAT} {RUN_VERSION}\n".encode())
+        mark_run_dir(self.run_dir)
         write_atomic(self.run_dir / "graph.json", dumps(self.doc).encode())
         write_atomic(self.run_dir / "config.json", (json.dumps(self.config.to_dict(), indent=2) + "\n").encode())
         (self.run_dir / "metrics.jsonl").write_text("")
@@ -236,18 +252,26 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
         """Train until the planned epochs, the time budget, a stop request or a NaN loss."""
+        minutes = self.config.minutes
+        self.deadline = time.monotonic() + minutes * 60 if minutes is not None else None  # the setup counts too
         self._setup()
+        self._record_status(status="running", pid=os.getpid(), device=str(self.device), started=timestamp(),
+                            ended=None, message="")
         cfg = self.config
         start = time.monotonic()
+        self._t0, self._step0 = start, self.step  # what the cost of a step is measured from
+        self._step_cost: float | None = None
+        self._end_cost: float | None = None  # seconds an epoch's end (evaluation, checkpoint) took
+        self._event_at = -math.inf
         restore_signals = self._install_signal_handlers()
         bar = self._progress_bar()
-        self._emit({"type": "start", "run_dir": str(self.run_dir), "epochs": cfg.epochs, "step": self.step,
-                    "total_steps": self.total_steps, "device": str(self.device), "task": cfg.task})
+        self._emit({"type": "start", "run_dir": str(self.run_dir), "epochs": cfg.epochs, "minutes": cfg.minutes,
+                    "step": self.step, "total_steps": self.total_steps, "device": str(self.device), "task": cfg.task})
         status, message = "finished", ""
         self._window: list[float] = []  # losses since the last "step" event
         self._saved_at = start
         try:
-            while self.epoch < cfg.epochs:
+            while cfg.epochs is None or self.epoch < cfg.epochs:
                 order = self._epoch_order(self.epoch)
                 self.net.train()
                 while self.batch < self.steps_per_epoch:
@@ -261,6 +285,8 @@ class Trainer:
                     if stop_reason == "nan":
                         loss_value, at = self._nan or (float("nan"), self.step + 1)  # (another rank's NaN)
                         return self._finish("nan", self._nan_message(loss_value, at), start)
+                    if stop_reason == "time" and cfg.epochs is None:  # the planned end of a budgeted run
+                        return self._finish_budget(start)
                     if stop_reason is not None:
                         status = "time_limit" if stop_reason == "time" else "stopped"
                         self._save_last(start)
@@ -268,10 +294,12 @@ class Trainer:
                         return self._finish(status, f"stopped at step {self.step} (epoch {self.epoch + 1}): {why}; "
                                                     f"saved {self.run_dir / 'last.pt'}", start)
                 self._end_epoch(start)
-            val = self.last_metrics.get("val", {})
-            summary = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k in ("loss", "accuracy"))
-            message = f"finished {cfg.epochs} epochs ({self.step} steps): val {summary}; run in {self.run_dir}"
+            message = (f"finished {cfg.epochs} epochs ({self.step} steps): val {self._val_summary()}; "
+                       f"run in {self.run_dir}")
             return self._finish(status, message, start)
+        except BaseException as exc:
+            self._record_status(status="failed", ended=timestamp(), message=one_line(str(exc)) or type(exc).__name__)
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -279,23 +307,43 @@ class Trainer:
             if self.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 
+    def _finish_budget(self, start: float) -> TrainResult:
+        """The time budget is used: the last stretch is evaluated as a (partial) epoch, then the run is done."""
+        if self.batch > 0:
+            self._end_epoch(start)
+        message = (f"finished: time budget of {self.config.minutes:g} min used, {self.step} steps "
+                   f"({self.epoch} epochs): val {self._val_summary()}; run in {self.run_dir}")
+        return self._finish("finished", message, start)
+
+    def _val_summary(self) -> str:
+        val = self.last_metrics.get("val", {})
+        return ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k in ("loss", "accuracy"))
+
     def _check_in(self, start: float, bar) -> str | None:
         """After each step: read the losses back when due, save ``last.pt`` when ``checkpoint_minutes``
         have passed since the last save, and say whether to stop (see ``_should_stop``)."""
-        due = len(self._sizes) >= self.config.log_every or self.batch == self.steps_per_epoch
+        due = len(self._sizes) >= self.config.log_every or self.batch == self.steps_per_epoch or self._event_due()
         save = self.main and self.batch < self.steps_per_epoch and self._checkpoint_due()  # epoch ends save anyway
-        if due or (save and self.world == 1):  # under DDP the ranks agree on stopping at due steps only
+        if self.world > 1 and not due:  # under DDP the ranks re-plan and agree on stopping at due steps only
+            return None
+        out_of_time = self._replan()
+        if due or save:
             # the one host sync of the window: losses, NaN check, events, DDP agreement
-            stop_reason = self._should_stop(start, self._flush(bar))
+            stop_reason = self._should_stop(self._flush(bar), out_of_time)
             if stop_reason is None and save:
                 self._save_last(start)  # after the flush, so that the epoch's figures so far are in it
             return stop_reason
-        if self.world > 1:
-            return None
-        stop_reason = self._should_stop(start, False)  # cheap without DDP: a stop or the time limit acts at once
+        stop_reason = self._should_stop(False, out_of_time)  # cheap without DDP: a stop or the time limit acts at once
         if stop_reason is not None and self._flush(bar):  # settle the window before saving
             return "nan"
         return stop_reason
+
+    def _event_due(self) -> bool:
+        """A "step" event is due: the first step of this invocation, or (in one process: the ranks
+        must agree on when to sync) ``EVENT_SECONDS`` since the last one."""
+        if self.step == self._step0 + 1:
+            return True
+        return self.world == 1 and time.monotonic() - self._event_at >= EVENT_SECONDS
 
     def _checkpoint_due(self) -> bool:
         return time.monotonic() - self._saved_at >= self.config.checkpoint_minutes * 60
@@ -317,14 +365,52 @@ class Trainer:
             self.partial["count"] += size
             self._window.append(loss_value)
             if len(self._window) >= self.config.log_every:
-                mean, lr = sum(self._window) / len(self._window), self.optimizer.param_groups[0]["lr"]
-                self._emit({"type": "step", "step": first + i + 1, "epoch": self.epoch, "loss": mean, "lr": lr})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", refresh=False)
-                self._window = []
+                self._step_event(first + i + 1, bar)
+        if self._window and self._event_due():
+            self._step_event(self.step, bar)
         if bar is not None:
+            if bar.total != self.total_steps:  # re-planned under a time budget
+                bar.total = self.total_steps
             bar.update(n)
         return False
+
+    def _step_event(self, step: int, bar) -> None:
+        """A "step" event with the mean loss since the last one, the current lr, the plan and the ETA."""
+        mean, lr = sum(self._window) / len(self._window), self.optimizer.param_groups[0]["lr"]
+        self._emit({"type": "step", "step": step, "epoch": self.epoch, "loss": mean, "lr": lr,
+                    "total_steps": self.total_steps, "eta": self._eta()})
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", refresh=False)
+        self._window = []
+        self._event_at = time.monotonic()
+
+    def _replan(self) -> bool:
+        """Measure the cost of a step so far (epoch ends included) and, under a time budget, plan the
+        run's length: as many more steps as fit in the time left, or the epochs' steps if fewer.
+        True when the budget has no room for another step."""
+        now = time.monotonic()
+        self._step_cost = (now - self._t0) / max(1, self.step - self._step0)
+        if self.deadline is None:
+            return False
+        room = int(max(0.0, self.deadline - now - self._end_reserve()) / self._step_cost)
+        fits = self.step + room
+        self.total_steps = fits if self._epoch_steps is None else min(self._epoch_steps, fits)
+        return room == 0
+
+    def _end_reserve(self) -> float:
+        """Seconds to keep free at a budget's end for the last evaluation and checkpoint: what an
+        epoch's end took, or before one has, a forward pass over the val split (a third of a step
+        per batch)."""
+        if self._end_cost is not None:
+            return self._end_cost
+        return (self._step_cost or 0.0) * len(self.data.val_idx) / (3 * self.local_batch)
+
+    def _eta(self) -> float:
+        """Seconds until the plan's end, counting against whichever limit comes first."""
+        left = max(0, self.total_steps - self.step) * (self._step_cost or 0.0) + self._end_reserve()
+        if self.deadline is not None:
+            left = min(left, self.deadline - time.monotonic())
+        return max(0.0, left)
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's share of the epoch's shuffled order; the same (seed, epoch) gives the same order."""
@@ -370,15 +456,16 @@ class Trainer:
                 torch._foreach_lerp_(self._ema_params, self._params, 1.0 - decay)
         self._sizes.append(len(idx))
 
-    def _should_stop(self, start: float, nonfinite: bool) -> str | None:
+    def _should_stop(self, nonfinite: bool, timeout: bool) -> str | None:
         """"nan", "time", a stop reason, or None; agreed by all ranks under DDP (asked only at
         flushes there, since the agreement is a collective)."""
-        timeout = self.config.minutes is not None and time.monotonic() - start >= self.config.minutes * 60
         requested = self._stop_reason is not None or (self.stop_event is not None and self.stop_event.is_set())
-        if self.world > 1:
-            flags = torch.tensor([nonfinite, timeout, requested], dtype=torch.float32, device=self.device)
+        if self.world > 1:  # the ranks agree on stopping and on the plan (the shortest), so their lr stays equal
+            flags = torch.tensor([nonfinite, timeout, requested, -self.total_steps], dtype=torch.float64,
+                                 device=self.device)
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-            nonfinite, timeout, requested = (bool(v) for v in flags.tolist())
+            nonfinite, timeout, requested = (bool(v) for v in flags.tolist()[:3])
+            self.total_steps = int(-flags[3].item())
         if nonfinite:
             return "nan"
         if requested:
@@ -394,6 +481,7 @@ class Trainer:
                 f"{kept}. Try a lower --lr or check the data")
 
     def _end_epoch(self, start: float) -> None:
+        began = time.monotonic()
         count = max(1, self.partial["count"])
         train = {"loss": self.partial["loss"] / count}
         if self.config.task == "classify":
@@ -423,6 +511,7 @@ class Trainer:
             self._save_last(start)
             if self.events is not None and self.epoch % self.config.preview_every == 0:
                 self._preview()
+        self._end_cost = time.monotonic() - began
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -575,8 +664,18 @@ class Trainer:
         return tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                     desc=f"{self.doc.name} {self.config.task}")
 
+    def _record_status(self, **fields) -> None:
+        """Say in the run folder's status.json how the run stands (what the workspace's Runs list reads)."""
+        if not self.main or self.run_dir is None or not is_run_dir(self.run_dir):
+            return
+        try:
+            write_status(self.run_dir, **fields)
+        except GraphError as exc:  # a full disk: the run itself goes on, or its own error is the one to show
+            log.warning("%s", exc)
+
     def _finish(self, status: str, message: str, start: float) -> TrainResult:
         result = TrainResult(status, message, self.run_dir, self.epoch, self.step, dict(self.last_metrics))
+        self._record_status(status=TRAINER_STATUS.get(status, "failed"), ended=timestamp(), message=message)
         self._emit({"type": "done", "status": status, "message": message, "run_dir": str(self.run_dir),
                     "epoch": self.epoch, "step": self.step, "seconds": time.monotonic() - start})
         return result
@@ -600,16 +699,9 @@ def check_out_dir(path: Path) -> None:
         raise GraphError(f"{path}: is a file, not a folder; choose another --out")
     if all((path / name).exists() for name in RUN_FILES):
         raise GraphError(f"{path} already holds a run: resume it with --resume {path}, or choose another --out")
-    if any(path.iterdir()) and not _is_run_dir(path):
+    if any(path.iterdir()) and not is_run_dir(path):
         raise GraphError(f"{path}: not empty and not a NetCanvas run folder, so a run would overwrite its "
                          f"files; choose a new or empty --out")
-
-
-def _is_run_dir(path: Path) -> bool:
-    try:
-        return (path / RUN_MARKER).read_text(encoding="utf-8").split()[:1] == [RUN_FORMAT]
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def _load_checkpoint(path: Path, layout: dict[str, type | tuple[type, ...]]) -> dict:

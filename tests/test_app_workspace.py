@@ -1,0 +1,277 @@
+"""The editor's workspace: save under a name, open the workspace's graphs, loads that undo, and a
+tab reload that brings back the graph, its imported weights and its open panel (NiceGUI's
+simulated user; the canvas's events are triggered as the browser sends them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fastapi import HTTPException
+from nicegui import app, ui
+from nicegui.elements.upload_files import SmallFileUpload
+from nicegui.testing import User
+from nicegui.testing.user_interaction import UserInteraction
+from test_app_user import SLOW, open_editor, select, tiny_onnx
+
+import graphcore as gc
+from app.editor import EDITORS, Editor
+from graphcore.core.document import GraphDoc, dumps, loads
+from graphcore.editing.session import EditSession
+from graphcore.runtime.workspace import Workspace
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """An empty workspace folder that the app serves (set before the app starts)."""
+    monkeypatch.setenv("NETCANVAS_WORKSPACE", str(tmp_path))
+    return Workspace(tmp_path)
+
+
+@pytest.fixture
+async def user(workspace: Workspace, user: User) -> AsyncIterator[User]:
+    """The app's simulated user, with the app serving ``workspace``."""
+    yield user
+
+
+def editor_of(user: User) -> Editor:
+    return EDITORS[user.client.id]
+
+
+async def autosaved(user: User) -> None:
+    """Wait for the half-second timer's autosave of everything a reload restores."""
+    editor = editor_of(user)
+    for _ in range(SLOW):
+        if editor.saved_state == editor.tab_state():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the tab was not autosaved")
+
+
+async def save_as(user: User, name: str) -> None:
+    user.find("save-menu").click()
+    user.find("save-as").click()
+    await user.should_see(marker="save-name")
+    user.find("save-name").clear().type(name)
+    user.find("save-ok").click()
+
+
+async def test_save_asks_a_name_the_first_time_then_saves_in_place(user: User, workspace: Workspace):
+    await open_editor(user)
+    user.find("save").click()
+    await user.should_see(marker="save-name")
+    user.find("save-name").clear().type("mine")
+    user.find("save-ok").click()
+    await user.should_see(marker="doc-name", content="mine")
+    saved = loads((workspace.graphs_dir / "mine.json").read_text())
+    assert saved.name == "mine" and len(saved.nodes) == 14
+    await select(user, "f6")
+    user.find("param-out_features").clear().type("50")
+    user.find("save").click()  # the second time: no question
+    await user.should_see("Saved mine")
+    assert loads((workspace.graphs_dir / "mine.json").read_text()).node("f6").params == {"out_features": 50}
+
+
+async def test_ctrl_s_saves(user: User, workspace: Workspace):
+    await open_editor(user)
+    page = UserInteraction(user, {user.client.layout}, None)
+    page.trigger("netcanvasSave")  # what the page's Ctrl+S sends (Vue names it so)
+    await user.should_see(marker="save-name")
+    user.find("save-ok").click()
+    await user.should_see("Saved lenet5")
+    page.trigger("netcanvasSaveAs")  # Ctrl+Shift+S
+    await user.should_see(marker="save-name")
+
+
+async def test_save_as_always_asks_and_saving_over_a_graph_asks_first(user: User, workspace: Workspace):
+    await open_editor(user)
+    other = gc.template("autoencoder")
+    workspace.save_graph("taken", other)
+    await save_as(user, "taken")
+    await user.should_see("taken already exists")
+    user.find("overwrite-cancel").click()
+    assert loads((workspace.graphs_dir / "taken.json").read_text()).nodes == other.nodes  # kept
+    await save_as(user, "taken")
+    user.find("overwrite-ok").click()
+    await user.should_see("Saved taken")
+    assert len(loads((workspace.graphs_dir / "taken.json").read_text()).nodes) == 14
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "x" * 300])
+async def test_a_bad_name_is_refused_in_one_line(user: User, workspace: Workspace, name: str):
+    await open_editor(user)
+    await save_as(user, name)
+    await user.should_see("Cannot save")
+    assert workspace.graphs() == []
+    assert not (workspace.root.parent / "outside.json").exists()
+
+
+async def test_a_second_tab_saving_the_same_name_is_asked(user: User, workspace: Workspace):
+    await open_editor(user)
+    await save_as(user, "shared")
+    await user.should_see("Saved shared")
+    await asyncio.sleep(0.05)
+    workspace.save_graph("shared", GraphDoc(name="shared"), overwrite=True)  # another tab saved it since
+    os.utime(workspace.graphs_dir / "shared.json", None)
+    user.find("save").click()
+    await user.should_see("shared changed since")
+    user.find("overwrite-ok").click()
+    await user.should_see("Saved shared")
+    assert len(loads((workspace.graphs_dir / "shared.json").read_text()).nodes) == 14
+
+
+async def test_clicking_the_title_renames_the_graph(user: User, workspace: Workspace):
+    await open_editor(user)
+    await save_as(user, "first")
+    await user.should_see("Saved first")
+    user.find("doc-name").click()
+    await user.should_see(marker="graph-name")
+    user.find("graph-name").clear().type("second")
+    user.find("graph-ok").click()
+    await user.should_see(marker="doc-name", content="second")
+    assert [g.name for g in workspace.graphs()] == ["second"]
+    assert editor_of(user).session.doc.name == "second"
+
+
+async def test_open_lists_the_workspace_graphs_recent_first_and_opens_one(user: User, workspace: Workspace):
+    workspace.save_graph("older", gc.template("lenet5").model_copy(update={"name": "older"}))
+    newer = EditSession(GraphDoc(name="newer"))
+    newer.add_node("input", params={"shape": [4]})
+    workspace.save_graph("newer", newer.doc)
+    past = (workspace.graphs_dir / "older.json").stat().st_mtime - 60
+    os.utime(workspace.graphs_dir / "older.json", (past, past))
+    (workspace.graphs_dir / "broken.json").write_text("{")
+    await open_editor(user)
+    user.find("open").click()
+    await user.should_see(marker="open-graph-newer")
+    listed = next(iter(user.find("open-graphs").elements)).default_slot.children
+    rows = [next(m for m in row._markers if m.startswith("open-graph-")) for row in listed]
+    assert rows == ["open-graph-broken", "open-graph-newer", "open-graph-older"]  # recent first
+    await user.should_see("invalid JSON")  # an unreadable file is listed with its reason
+    await user.should_see("61,706")  # lenet5's parameters, in the list
+    user.find("open-graph-newer").click()
+    await user.should_see(marker="doc-name", content="newer")
+    editor = editor_of(user)
+    assert [n.id for n in editor.session.doc.nodes] == ["input_1"]
+    user.find("undo").click()  # opening is one step: undo brings the graph back
+    await user.should_see(marker="doc-name", content="lenet5")
+    assert len(editor.session.doc.nodes) == 14
+
+
+async def test_new_then_undo_brings_the_graph_back(user: User):
+    await open_editor(user)
+    editor = editor_of(user)
+    before = editor.session.doc.to_dict()
+    user.find("new").click()
+    await user.should_see(marker="doc-name", content="untitled")
+    assert editor.session.doc.nodes == []
+    user.find("undo").click()
+    await user.should_see(marker="doc-name", content="lenet5")
+    assert editor.session.doc.to_dict() == before
+    user.find("redo").click()
+    await user.should_see(marker="doc-name", content="untitled")
+
+
+async def test_a_template_then_undo_and_reload(user: User):
+    await open_editor(user)
+    user.find("templates").click()
+    user.find("template-vgg11").click()
+    await user.should_see(marker="doc-name", content="vgg11")
+    user.find("undo").click()
+    await user.should_see(marker="doc-name", content="lenet5")
+    user.find("redo").click()
+    await user.should_see(marker="doc-name", content="vgg11")
+    await autosaved(user)  # no edit follows the load: the autosave still runs
+    await open_editor(user)
+    assert editor_of(user).session.doc.name == "vgg11"
+
+
+async def test_reload_after_opening_a_file_keeps_it(user: User):
+    await open_editor(user)
+    doc = EditSession(GraphDoc(name="mine"))
+    doc.add_node("input", params={"shape": [3, 8, 8]})
+    user.find("open").click()
+    upload = next(iter(user.find("open-upload").elements))
+    await upload.handle_uploads([SmallFileUpload("mine.json", "application/json", dumps(doc.doc).encode())])
+    await user.should_see("Opened mine.json")
+    await autosaved(user)
+    await open_editor(user)
+    assert [n.id for n in editor_of(user).session.doc.nodes] == ["input_1"]
+
+
+async def test_reload_after_opening_an_onnx_model_keeps_its_weights(user: User, workspace: Workspace):
+    await open_editor(user)
+    user.find("open").click()
+    upload = next(iter(user.find("open-upload").elements))
+    await upload.handle_uploads([SmallFileUpload("tiny.onnx", "application/octet-stream", tiny_onnx())])
+    await user.should_see("Opened tiny.onnx with its weights", retries=100)
+    await autosaved(user)
+    with user.client.layout:
+        stored = json.dumps(dict(app.storage.tab))
+    assert "fc.weight" not in stored and len(stored) < 10_000  # the tab keeps the key, not the weights
+    assert list((workspace.root / ".netcanvas" / "weights").glob("*.pt"))
+    await open_editor(user)
+    editor = editor_of(user)
+    assert [n.type for n in editor.session.doc.nodes] == ["input", "linear", "relu", "output"]
+    for _ in range(SLOW):  # read back in a worker thread once the page is up
+        if editor.weights is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert editor.weights["fc.weight"][2, 3].item() == pytest.approx(1.1)
+    user.find("new").click()
+    await user.should_see(marker="doc-name", content="untitled")
+    assert editor.weights is None  # the new graph has none...
+    user.find("undo").click()
+    await user.should_see(marker="doc-name", content="tiny")
+    for _ in range(SLOW):  # ...and undo brings them back with the graph
+        if editor.weights is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert editor.weights is not None
+
+
+async def test_reload_keeps_the_open_panel(user: User):
+    await open_editor(user)
+    user.find(kind=ui.tab, content="Python").click()
+    await user.should_see(marker="python-preview")
+    await autosaved(user)
+    await open_editor(user)
+    editor = editor_of(user)
+    assert editor.tab_panels.visible and editor.tab_panels.value == "python"
+
+
+async def test_opening_a_file_that_is_not_a_graph_fails_the_upload_and_names_the_file(user: User):
+    await open_editor(user)
+    user.find("open").click()
+    upload = next(iter(user.find("open-upload").elements))
+    for name, data in (("notes.json", b'{"hello": 1}'), ("model.onnx", b"not a model")):
+        with pytest.raises(HTTPException):  # the uploader marks the file failed, not uploaded
+            await upload.handle_uploads([SmallFileUpload(name, "application/octet-stream", data)])
+        await user.should_see(f"Cannot open {name}", retries=50)
+    said = " ".join(m for m in user.notify.messages)
+    assert "netcanvas-onnx-" not in said and "/tmp" not in said
+    assert editor_of(user).session.doc.name == "lenet5"
+    assert not editor_of(user).session.can_undo  # nothing was loaded
+
+
+def test_a_load_is_one_step_that_undo_reverts_exactly():
+    session = EditSession(gc.template("lenet5"))
+    original = dict(session.doc.node("c1").params)
+    session.set_params("c1", {"out_channels": 8})
+    before, analysis = session.doc.to_dict(), session.analysis
+    delta = session.load(EditSession(gc.template("vgg11")))
+    assert delta.document and session.doc.name == "vgg11" and session.analysis.ok
+    session.add_node("relu", node_id="extra")
+    session.undo()
+    session.undo()  # the load
+    assert session.doc.to_dict() == before and session.analysis is analysis  # nothing re-analysed
+    assert session.doc.node("c1").params == {"out_channels": 8}
+    session.undo()  # the step before the load is still there
+    assert session.doc.node("c1").params == original
+    session.redo()
+    session.redo()
+    assert session.doc.name == "vgg11"
