@@ -21,3 +21,11 @@ async def user(user: User) -> AsyncIterator[User]:
     yield user
     for client in list(Client.instances.values()):
         client.outbox.stop()
+
+
+@pytest.fixture(autouse=True)
+def _workspace_outside_the_repository(tmp_path_factory: pytest.TempPathFactory,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The editor that the app fixtures start works in a fresh folder, not in the repository
+    (its default workspace is the current directory). Tests that need their own set it again."""
+    monkeypatch.setenv("NETCANVAS_WORKSPACE", str(tmp_path_factory.mktemp("workspace")))
