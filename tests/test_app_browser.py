@@ -3,10 +3,8 @@ chromium-driver): what only a browser can show. Failures leave a screenshot in s
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
+from browser_marks import BROWSER
 from selenium.webdriver import ActionChains, ChromeOptions
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -17,14 +15,7 @@ from blocks import categories
 from graphcore.core.document import GraphDoc, Node, dumps
 from graphcore.editing.session import EditSession
 
-os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None or shutil.which("chromedriver") is None,
-                       reason="needs chromium and chromium-driver (apt-get install -y chromium chromium-driver)"),
-]
+pytestmark = BROWSER
 
 NODES = ".vue-flow__node"
 DROP = """

@@ -6,24 +6,15 @@ the shortcut list and the menu of a box selection go to the screenshots folder."
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
+from browser_marks import BROWSER
 from selenium.webdriver import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 import app.main  # noqa: F401  (imported here, so that the server thread that runs it starts in time)
 
-os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None or shutil.which("chromedriver") is None,
-                       reason="needs chromium and chromium-driver (apt-get install -y chromium chromium-driver)"),
-]
+pytestmark = BROWSER
 
 NODES = ".vue-flow__node"
 WIDTH, HEIGHT = 1600, 1000

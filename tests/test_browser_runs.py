@@ -4,12 +4,11 @@ after a reload. Failures leave a screenshot in screenshots/."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
+from browser_marks import BROWSER
 from selenium.webdriver import ActionChains
 from selenium.webdriver.common.by import By
 
@@ -18,14 +17,7 @@ from app.editor import EDITORS, Editor
 from app.jobs import JOBS
 from graphcore.runtime.workspace import Workspace
 
-os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None or shutil.which("chromedriver") is None,
-                       reason="needs chromium and chromium-driver (apt-get install -y chromium chromium-driver)"),
-]
+pytestmark = BROWSER
 WIDTH, HEIGHT = 1600, 1000
 SHOTS = Path("screenshots")
 TRAIN_CONTROLS = ("train-start", "train-stop", "train-status", "train-progress", "train-chart")

@@ -4,13 +4,12 @@ comes back quickly. Screenshots go to screenshots/ (NiceGUI's folder)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from browser_marks import BROWSER
 from selenium.webdriver import ActionChains, ChromeOptions
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -22,14 +21,7 @@ from graphcore.core.document import dumps, save
 from graphcore.core.synthetic import residual_tower
 from graphcore.runtime.workspace import Workspace
 
-os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None or shutil.which("chromedriver") is None,
-                       reason="needs chromium and chromium-driver (apt-get install -y chromium chromium-driver)"),
-]
+pytestmark = BROWSER
 WIDTH, HEIGHT = 1600, 1000
 NODES = ".vue-flow__node"
 SCREENSHOTS = Path("screenshots")

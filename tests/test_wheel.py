@@ -16,11 +16,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from browser_marks import CHROMIUM, needs_chromium
 
 import graphcore as gc
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.slow
 
 
@@ -90,8 +90,7 @@ def _wait_for(url: str, process: subprocess.Popen, seconds: float = 60) -> str:
     raise AssertionError(f"the editor did not answer on {url} within {seconds} s")
 
 
-@pytest.mark.skipif(CHROMIUM is None or shutil.which("chromedriver") is None,
-                    reason="needs chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+@needs_chromium
 def test_netcanvas_from_the_wheel_serves_an_editor_whose_canvas_draws(venv: Path, tmp_path: Path):
     from selenium import webdriver
     from selenium.webdriver.common.by import By

@@ -27,6 +27,7 @@ import heapq
 import keyword
 import reprlib
 import time
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import cast
@@ -193,6 +194,19 @@ def check_node(node: Node, library: Library | None = None) -> NodeInfo:
     return info
 
 
+def upstream(targets: Iterable[str], predecessors: Mapping[str, Iterable[str]]) -> set[str]:
+    """The ``targets`` and every node whose results reach one of them (``predecessors``: node id ->
+    the ids feeding it). Iterative, so a long chain cannot exhaust the stack."""
+    found = set(targets)
+    stack = list(found)
+    while stack:
+        for src in predecessors.get(stack.pop(), ()):
+            if src not in found:
+                found.add(src)
+                stack.append(src)
+    return found
+
+
 class Analysis:
     """Diagnostics and shapes of one document; see the module docstring."""
 
@@ -308,13 +322,7 @@ class Analysis:
     def _report_dead_ends(self) -> None:
         """Warn about nodes whose results never reach an output (they are not compiled)."""
         predecessors = {nid: [src for src, _ in ins.values()] for nid, ins in self.in_edges.items()}
-        live = {nid for nid, info in self.nodes.items() if info.node.type == "output"}
-        stack = list(live)
-        while stack:
-            for src in predecessors[stack.pop()]:
-                if src not in live:
-                    live.add(src)
-                    stack.append(src)
+        live = upstream((nid for nid, info in self.nodes.items() if info.node.type == "output"), predecessors)
         has_output = len(live) > 0
         for nid in self.nodes:
             if has_output and nid not in live:

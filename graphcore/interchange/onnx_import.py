@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from blocks.activation import ONNX_OPS as _ACTIVATIONS
-from graphcore.core.analysis import RESERVED_IDS, Analysis, check_id
+from graphcore.core.analysis import RESERVED_IDS, Analysis, check_id, upstream
 from graphcore.core.compiler import compile
 from graphcore.core.diagnostics import GraphError, errors, one_line
 from graphcore.core.document import Edge, GraphDoc, Node
@@ -180,13 +180,7 @@ class _Importer:
         feeding = collections.defaultdict(list)
         for edge in self.edges:
             feeding[edge.dst].append(edge.src)
-        live = {n.id for n in self.nodes if n.type == "output"}
-        stack = list(live)
-        while stack:
-            for src in feeding[stack.pop()]:
-                if src not in live:
-                    live.add(src)
-                    stack.append(src)
+        live = upstream((n.id for n in self.nodes if n.type == "output"), feeding)
         nodes = [n for n in self.nodes if n.id in live or n.type == "input"]
         edges = [e for e in self.edges if e.dst in live]
         for key in [k for k in self.state if k.split(".")[0] not in live]:
