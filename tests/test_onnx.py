@@ -120,6 +120,13 @@ def test_bad_quantize_value_is_refused(tmp_path):
         gc.export_onnx(gc.template("lenet5"), tmp_path / "m.onnx", quantize="int4")
 
 
+@pytest.mark.parametrize("opset", [1, 6, 99])
+def test_an_opset_torch_cannot_write_is_refused_not_replaced(tmp_path, opset):
+    with pytest.raises(gc.GraphError, match=f"opset {opset} cannot be written: torch.onnx writes opsets 7 to"):
+        gc.export_onnx(gc.template("lenet5"), tmp_path / "m.onnx", opset=opset)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # ---------------------------------------------------------------------------- import
 def round_trip(tmp_path, name, fuse):
     doc = gc.template(name)

@@ -142,6 +142,7 @@ def import_command(args: argparse.Namespace) -> int:
 
 def _opset(text: str) -> int:
     """An opset torch.onnx can write (imported only when ``--opset`` is given: torch is slow to import)."""
-    from torch.onnx import _constants  # private, but the one place torch states the range it writes
+    from graphcore.interchange.onnx_export import supported_opsets
 
-    return int_between(_constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET, "an opset")(text)
+    opsets = supported_opsets()
+    return int_between(opsets.start, opsets.stop - 1, "an opset")(text)

@@ -85,6 +85,13 @@ class ExportResult:
         return text
 
 
+def supported_opsets() -> range:
+    """The ONNX opsets torch.onnx can write (read from torch, which states it in one private place)."""
+    from torch.onnx import _constants
+
+    return range(_constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET + 1)
+
+
 def export_onnx(
     doc_or_model: GraphDoc | GraphModel,
     path: str | os.PathLike,
@@ -104,6 +111,10 @@ def export_onnx(
     """
     if quantize not in (None, "int8"):
         raise GraphError(f"quantize must be None or 'int8', got {quantize!r}")
+    opsets = supported_opsets()
+    if opset is not None and opset not in opsets:
+        raise GraphError(f"opset {opset} cannot be written: torch.onnx writes opsets {opsets.start} "
+                         f"to {opsets.stop - 1}")
     started = time.perf_counter()
     model, specs, outputs = _prepare(doc_or_model, fuse)
     path = Path(path)
