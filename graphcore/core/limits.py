@@ -46,10 +46,12 @@ class Weights:
 
 
 def total(weights: Iterable[Weights]) -> Weights:
+    """The sum of several blocks' weights."""
     return functools.reduce(operator.add, weights, Weights())
 
 
 def size_text(n_bytes: int) -> str:
+    """A byte count in kB, MB or GB with one decimal: 17_200_000_000 -> '17.2 GB'."""
     unit, size = next(((u, s) for u, s in (("GB", 1e9), ("MB", 1e6)) if n_bytes >= s), ("kB", 1e3))
     return f"{n_bytes / size:.1f} {unit}"
 

@@ -114,6 +114,7 @@ class Library:
 
     @functools.cached_property
     def structure(self) -> Structure:
+        """Nesting depth, expanded size and self-use of every subgraph of the file, worked out once."""
         return structure(self.subgraphs)
 
     def get(self, type_id: str) -> BlockSpec[Any] | None:
@@ -192,11 +193,13 @@ class Expansion:
 
     @functools.cached_property
     def weights(self) -> Weights:
+        """The weights of all the copies (``repeat``), each copy's counted once."""
         each = {id(a): a.weights() for a in self.copies}
         return limits.total(each[id(a)] for a in self.copies)
 
     @functools.cached_property
     def macs(self) -> int:
+        """Multiply-accumulates of all the copies for one sample."""
         from graphcore.core.summary import summary  # the summary reads the analysis, which reads this module
 
         each = {id(a): summary(a.doc, analysis=a).total_macs for a in self.copies}
@@ -293,6 +296,7 @@ class Subgraph:
         return tuple(tuple(shapes[port]) for port, _ in self.inputs)
 
     def build(self, params: SubgraphParams, ins: dict[str, Shape]) -> nn.Module:
+        """The compiled subgraph for these input shapes: one model, or a Sequential of ``repeat`` copies."""
         from graphcore.core.compiler import compile  # the compiler reads the analysis, which reads this module
 
         models = [compile(self.doc, analysis=a) for a in self.expand(params, ins).copies]
