@@ -666,8 +666,8 @@ class Editor:
         if self.weights is None:
             ui.notify(f"Opened {name}")
         else:
-            ui.notify(f"Opened {name} with its weights: ONNX export keeps them while the graph still fits them; "
-                      "training starts from fresh weights.", multi_line=True, timeout=8000)
+            ui.notify(f"Opened {name} with its weights: Export and Train offer them while the graph still fits "
+                      "them.", multi_line=True, timeout=8000)
         return True
 
     def templates_dialog(self) -> None:

@@ -83,7 +83,11 @@ def check_settings(settings: Settings) -> None:
     if settings.token and len(settings.token) < MIN_TOKEN_LENGTH:
         raise GraphError(f"the access token is too short ({len(settings.token)} characters): use at least "
                          f"{MIN_TOKEN_LENGTH}, e.g. from python -c 'import secrets; print(secrets.token_urlsafe())'")
-    open_graph(settings.graph)  # a bad graph argument fails here, with its message, before serving
+    if settings.graph.lower().endswith(".onnx"):  # imported when a tab opens it; here only found
+        if not Path(settings.graph).is_file():
+            raise GraphError(f"{settings.graph}: no such ONNX file")
+    else:
+        open_graph(settings.graph)  # a bad graph argument fails here, with its message, before serving
 
 
 def _digest(token: str) -> str:

@@ -3,11 +3,13 @@ defines a page between tests, which must not be the ``__main__`` that runs the a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nicegui import app, ui
 
 from app.editor import AUTOSAVE_KEY, TAB_KEY, Editor
 from graphcore.core.diagnostics import GraphError
-from graphcore.core.document import loads
+from graphcore.core.document import GraphDoc, loads
 from graphcore.core.gallery import open_graph
 from graphcore.runtime.workspace import Workspace
 
@@ -28,4 +30,11 @@ def register(graph: str, workspace: str = ".") -> None:
             except GraphError:
                 doc = None  # an autosave from another version: start from the default graph
         tab = app.storage.tab.get(TAB_KEY) if doc is not None else None
-        Editor(doc or open_graph(graph), folder, tab if isinstance(tab, dict) else None)
+        model = Path(graph) if doc is None and graph.lower().endswith(".onnx") else None
+        if model is None:
+            Editor(doc or open_graph(graph), folder, tab if isinstance(tab, dict) else None)
+            return
+        # An ONNX model named on the command line opens like an uploaded one: imported off the event
+        # loop, with its weights kept in the workspace (undo goes back to the empty graph).
+        editor = Editor(GraphDoc(name=model.stem), folder, None)
+        await editor.open_file(model.name, model.read_bytes())

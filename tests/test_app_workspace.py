@@ -275,3 +275,20 @@ def test_a_load_is_one_step_that_undo_reverts_exactly():
     session.redo()
     session.redo()
     assert session.doc.name == "vgg11"
+
+
+@pytest.fixture
+def onnx_at_start(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``netcanvas tiny.onnx``: the model named on the command line (set before the app starts)."""
+    path = workspace.root / "tiny.onnx"
+    path.write_bytes(tiny_onnx())
+    monkeypatch.setenv("NETCANVAS_GRAPH", str(path))
+    return path
+
+
+async def test_an_onnx_model_named_at_start_opens_with_its_weights(onnx_at_start: Path, user: User):
+    await open_editor(user)
+    await user.should_see("Opened tiny.onnx with its weights", retries=100)
+    editor = editor_of(user)
+    assert [n.type for n in editor.session.doc.nodes] == ["input", "linear", "relu", "output"]
+    assert editor.weights["fc.weight"][2, 3].item() == pytest.approx(1.1)
