@@ -174,6 +174,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.slow  # a fresh interpreter (that imports torch) per case
 @pytest.mark.parametrize("text", HOSTILE)
 def test_hostile_names_labels_and_notes_never_become_code(tmp_path, text):
     def graph(text):

@@ -128,6 +128,7 @@ def test_long_video_is_continued_from_overlapping_frames(tmp_path):
         sample_long_video(net, (1, 4, 4, 4), schedule, frames=9, overlap=4, n=1, steps=2)
 
 
+@pytest.mark.slow
 def test_train_then_sample_a_digits_run(tmp_path):
     run = tmp_path / "run"
     result = Trainer(tiny_denoiser(), TrainConfig(task="diffusion", epochs=2, batch_size=64), out=run).fit()

@@ -89,7 +89,8 @@ def test_unet_predicts_noise_of_the_input_shape(name):
     assert tuple(out.shape) == (3, *x_shape)
 
 
-@pytest.mark.parametrize("name", ["unet_ddpm_small", pytest.param("video_unet_small", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["unet_ddpm_small", "video_unet_small"])
 def test_unet_trains_one_step(name):
     """One epsilon-prediction step (linear beta schedule): finite loss, every weight gets a gradient."""
     torch.manual_seed(0)
