@@ -2,10 +2,13 @@
 ``main_file`` set in pyproject.toml; they are only used by the app tests."""
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from nicegui import Client
 from nicegui.testing import User
+
+from graphcore.runtime.workspace import Workspace
 
 pytest_plugins = ["nicegui.testing.plugin"]
 
@@ -29,3 +32,11 @@ def _workspace_outside_the_repository(tmp_path_factory: pytest.TempPathFactory,
     """The editor that the app fixtures start works in a fresh folder, not in the repository
     (its default workspace is the current directory). Tests that need their own set it again."""
     monkeypatch.setenv("NETCANVAS_WORKSPACE", str(tmp_path_factory.mktemp("workspace")))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """An empty workspace folder (graphs/, runs/) that the app serves: request it before the app
+    starts (before ``user`` or ``screen``)."""
+    monkeypatch.setenv("NETCANVAS_WORKSPACE", str(tmp_path))
+    return Workspace(tmp_path).create()

@@ -32,11 +32,10 @@ PROCESS = 900  # retries of 0.1 s for a job process: it imports torch first, on 
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    """An empty workspace that the app serves (set before the app starts)."""
-    monkeypatch.setenv("NETCANVAS_WORKSPACE", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    return Workspace(tmp_path).create()
+def workspace(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """The shared workspace, also as the current folder (where a CLI-style run would land)."""
+    monkeypatch.chdir(workspace.root)
+    return workspace
 
 
 @pytest.fixture

@@ -26,13 +26,6 @@ from graphcore.runtime.workspace import Workspace
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    """An empty workspace folder that the app serves (set before the app starts)."""
-    monkeypatch.setenv("NETCANVAS_WORKSPACE", str(tmp_path))
-    return Workspace(tmp_path)
-
-
-@pytest.fixture
 async def user(workspace: Workspace, user: User) -> AsyncIterator[User]:
     """The app's simulated user, with the app serving ``workspace``."""
     yield user

@@ -15,19 +15,11 @@ from selenium.webdriver.common.by import By
 import app.main  # noqa: F401  (imported here, so that the server thread that runs it starts in time)
 from app.editor import EDITORS, Editor
 from app.jobs import JOBS
-from graphcore.runtime.workspace import Workspace
 
 pytestmark = BROWSER
 WIDTH, HEIGHT = 1600, 1000
 SHOTS = Path("screenshots")
 TRAIN_CONTROLS = ("train-start", "train-stop", "train-status", "train-progress", "train-chart")
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    """An empty workspace that the app serves (set before the server starts)."""
-    monkeypatch.setenv("NETCANVAS_WORKSPACE", str(tmp_path))
-    return Workspace(tmp_path).create()
 
 
 @pytest.fixture

@@ -33,13 +33,6 @@ def nicegui_chrome_options(nicegui_chrome_options: ChromeOptions) -> ChromeOptio
     return nicegui_chrome_options
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    """The folder the app works in (set before the server starts: request it before ``screen``)."""
-    monkeypatch.setenv("NETCANVAS_WORKSPACE", str(tmp_path))
-    return Workspace(tmp_path)
-
-
 def wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     """Wait for ``condition`` (a worker thread opens documents: the screen's 4 s can be short here)."""
     deadline = time.monotonic() + timeout

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 from onnx import TensorProto, helper
+from test_cli_train import assert_usage_error
 
 import graphcore as gc
 from graphcore.cli import main
@@ -94,9 +95,4 @@ def test_bad_arguments_exit_2(tmp_path, monkeypatch, capsys, argv):
 ])
 def test_values_out_of_range_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, complaint):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert complaint in err.strip().splitlines()[-1] and "Traceback" not in err
-    assert list(tmp_path.iterdir()) == []
+    assert_usage_error(argv, complaint, tmp_path, capsys)

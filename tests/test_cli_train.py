@@ -32,6 +32,17 @@ def netcanvas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=ROOT, env=env)
 
 
+
+def assert_usage_error(argv: list[str], complaint: str, folder: Path, capsys: pytest.CaptureFixture) -> None:
+    """``netcanvas ARGV`` run in ``folder`` exits 2 with ``complaint`` as its last line, no traceback,
+    and writes nothing."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert complaint in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert list(folder.iterdir()) == []
+
 @pytest.mark.slow
 def test_train_lenet_on_digits(tmp_path, capsys):
     code = main(["train", "lenet5", "--task", "classify", "--dataset", "digits", "--epochs", "2",
@@ -151,12 +162,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 ])
 def test_numbers_out_of_range_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, complaint):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert complaint in err.strip().splitlines()[-1] and "Traceback" not in err
-    assert list(tmp_path.iterdir()) == []
+    assert_usage_error(argv, complaint, tmp_path, capsys)
 
 
 @pytest.mark.slow
