@@ -46,11 +46,13 @@ def assert_usage_error(argv: list[str], complaint: str, folder: Path, capsys: py
 @pytest.mark.slow
 def test_train_lenet_on_digits(tmp_path, capsys):
     code = main(["train", "lenet5", "--task", "classify", "--dataset", "digits", "--epochs", "2",
-                 "--batch-size", "32", "--lr", "0.01", "--seed", "3", "--out", str(tmp_path / "run")])
+                 "--batch-size", "32", "--lr", "0.01", "--seed", "3", "--checkpoint-minutes", "0.5",
+                 "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert code == 0 and "finished 2 epochs" in out and "accuracy" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["seed"] == 3 and config["lr"] == 0.01 and config["batch_size"] == 32
+    assert config["checkpoint_minutes"] == 0.5
 
 
 def test_resume_continues_the_run(tmp_path, capsys):

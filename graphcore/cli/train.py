@@ -32,6 +32,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", type=nonempty_path, metavar="RUN_DIR", help="continue this run where it stopped")
     parser.add_argument("--init", type=nonempty_path, metavar="W.pt",
                         help="start from these weights (a state_dict or a run's best.pt / last.pt): fine-tuning")
+    parser.add_argument("--checkpoint-minutes", type=positive_float,
+                        help="also save last.pt this often inside an epoch (default 2): what a crash can lose")
     parser.add_argument("--nproc", type=positive_int, default=1,
                         help="processes (DistributedDataParallel under torchrun)")
     parser.add_argument("--device", help="auto (default): CUDA, then MPS, then CPU")
@@ -39,6 +41,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder (default runs/GRAPH_NAME): new, empty, or a run with no checkpoint yet")
 
 
+CONFIG_OPTIONS = ("dataset", "epochs", "minutes", "batch_size", "lr", "optimizer", "seed", "device", "init",
+                  "checkpoint_minutes")
+"""The arguments that go into the run's ``TrainConfig`` as they are."""
 _FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed", "init")
 
 
@@ -51,8 +56,7 @@ def train_command(args: argparse.Namespace) -> int:
         if not args.graph:
             raise GraphError("name a graph to train (a JSON file or a template), or --resume a run")
         doc = open_graph(args.graph)
-        options = {name: getattr(args, name) for name in ("dataset", "epochs", "minutes", "batch_size", "lr",
-                                                           "optimizer", "seed", "device", "init")}
+        options = {name: getattr(args, name) for name in CONFIG_OPTIONS}
         options = {k: v for k, v in options.items() if v is not None}
         config = TrainConfig(task=args.task or guess_task(doc), **options)
         if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -99,8 +103,7 @@ def _relaunch(args: argparse.Namespace, out: str) -> int:
                "-m", "graphcore.cli", "train"]
     if args.graph:
         command.append(args.graph)
-    for name in ("task", "dataset", "epochs", "minutes", "batch_size", "lr", "optimizer", "seed", "resume", "device",
-                 "init"):
+    for name in ("task", *CONFIG_OPTIONS, "resume"):
         value = getattr(args, name)
         if value is not None:
             command += [f"--{name.replace('_', '-')}", str(value)]
