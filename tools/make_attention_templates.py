@@ -6,7 +6,9 @@ One function per template lays out its graph. The ViTs follow torchvision's Visi
 (timm's ``vit_tiny_patch16_224`` has the same layers), so their parameter counts are the
 published ones; the others state the count this script computes with ``gc.summary``.
 tests/test_templates_attention.py checks the counts, that every template runs, and that this
-script reproduces the committed files byte for byte.
+script reproduces the committed files byte for byte. The ViTs declare in their meta how the keys
+of torchvision's state_dict become their own (graphcore/core/keymap.py), so that ``init`` reads
+torchvision's weights files; tests/test_torchvision_keys.py checks the map.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Graph:
     def __init__(self, name: str, description: str):
         self.name = name
         self.description = description
+        self.meta: dict[str, Any] = {}  # entries after the description
         self.nodes: list[dict[str, Any]] = []
         self.edges: list[dict[str, str]] = []
 
@@ -60,7 +63,8 @@ class Graph:
     def to_json(self, params: int) -> str:
         """One node and one edge per line, like the hand-written templates."""
         rows = lambda items: ",\n".join(f"    {json.dumps(item, ensure_ascii=False)}" for item in items)  # noqa: E731
-        meta = {"description": f"{self.description} {params:,} parameters."}
+        meta = {"description": f"{self.description} {params:,} parameters.", **self.meta}
+        text = json.dumps(meta, indent=2, ensure_ascii=False).replace("\n", "\n  ")  # nested in the document
         return (
             "{\n"
             '  "format": "netcanvas.graph",\n'
@@ -68,16 +72,40 @@ class Graph:
             f'  "name": {json.dumps(self.name)},\n'
             f'  "nodes": [\n{rows(self.nodes)}\n  ],\n'
             f'  "edges": [\n{rows(self.edges)}\n  ],\n'
-            f'  "meta": {json.dumps(meta, ensure_ascii=False)}\n'
+            f'  "meta": {text}\n'
             "}\n"
         )
 
 
 # --------------------------------------------------------------------------- vision transformers
-def vit(name: str, description: str, *, dim: int, depth: int, heads: int, patch: int = 16, image: int = 224,
-        classes: int = 1000) -> Graph:
-    """torchvision's VisionTransformer: patches + class token + positions, pre-norm blocks, LayerNorm, head."""
+# How the keys of torchvision's VisionTransformer become a ViT template's, first match first: its attention
+# is nn.MultiheadAttention, whose q, k and v projections are one fused in_proj tensor.
+LAYER = "encoder.layers.encoder_layer_{i}."
+VIT_KEYS = {
+    "conv_proj.": "patches.proj.",
+    "class_token": "pos.class_token",
+    "encoder.pos_embedding": "pos.pos_embedding",
+    f"{LAYER}self_attention.in_proj_weight": ["block{i}.attn.q_proj.weight", "block{i}.attn.k_proj.weight",
+                                               "block{i}.attn.v_proj.weight"],
+    f"{LAYER}self_attention.in_proj_bias": ["block{i}.attn.q_proj.bias", "block{i}.attn.k_proj.bias",
+                                             "block{i}.attn.v_proj.bias"],
+    f"{LAYER}self_attention.": "block{i}.attn.",
+    f"{LAYER}mlp.0.": "block{i}.mlp.fc1.",
+    f"{LAYER}mlp.3.": "block{i}.mlp.fc2.",
+    f"{LAYER}mlp.linear_1.": "block{i}.mlp.fc1.",  # older torchvision's names, which its MLPBlock still reads
+    f"{LAYER}mlp.linear_2.": "block{i}.mlp.fc2.",
+    LAYER: "block{i}.",
+    "encoder.ln.": "norm.",
+    "heads.head.": "head.",
+}
+
+
+def vit(name: str, description: str, torchvision: str, *, dim: int, depth: int, heads: int, patch: int = 16,
+        image: int = 224, classes: int = 1000) -> Graph:
+    """torchvision's VisionTransformer: patches + class token + positions, pre-norm blocks, LayerNorm, head.
+    ``torchvision`` names the twin whose weights it reads."""
     g = Graph(name, description)
+    g.meta["torchvision"] = {"model": torchvision, "keys": VIT_KEYS}
     g.input("image", [3, image, image])
     g.add("patches", "patch_embed", "image", patch_size=patch, embed_dim=dim)
     x = g.add("pos", "pos_embed", "patches", cls_token=True)
@@ -92,12 +120,14 @@ def vit(name: str, description: str, *, dim: int, depth: int, heads: int, patch:
 
 def vit_tiny() -> Graph:
     return vit("vit_tiny", "ViT-Ti/16 (as timm's vit_tiny_patch16_224): 3x224x224, patch 16, width 192, depth 12, "
-                           "3 heads, 1000 classes;", dim=192, depth=12, heads=3)
+                           "3 heads, 1000 classes;",
+               "VisionTransformer(image_size=224, patch_size=16, num_layers=12, num_heads=3, hidden_dim=192, "
+               "mlp_dim=768)", dim=192, depth=12, heads=3)
 
 
 def vit_b16() -> Graph:
     return vit("vit_b16", "ViT-B/16 (Dosovitskiy et al. 2021, as torchvision's vit_b_16): 3x224x224, patch 16, "
-                          "width 768, depth 12, 12 heads, 1000 classes;", dim=768, depth=12, heads=12)
+                          "width 768, depth 12, 12 heads, 1000 classes;", "vit_b_16", dim=768, depth=12, heads=12)
 
 
 # --------------------------------------------------------------------------- autoencoder

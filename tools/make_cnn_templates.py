@@ -7,7 +7,9 @@ from NetCanvas's composite blocks where they fit (``residual_basic`` for ResNet-
 ``vgg_block`` for VGG stages, ``inception`` for GoogLeNet, …). The layer choices follow the
 torchvision models (and, for MobileNet v1, Howard et al. 2017), so parameter counts agree with
 them exactly; tests/test_templates_cnn.py checks that, and that this script reproduces the
-committed files byte for byte.
+committed files byte for byte. A template with a torchvision twin declares in its meta how the
+twin's state_dict keys become its own (graphcore/core/keymap.py), so that ``init`` reads
+torchvision's weights files; tests/test_torchvision_keys.py checks each map.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Chain:
 
     def __init__(self, name: str, description: str, shape: list[int] = IMAGE):
         self.name = name
-        self.description = description
+        self.meta: dict[str, Any] = {"description": description}
         self.nodes: list[dict[str, Any]] = []
         self.edges: list[dict[str, str]] = []
         self.add("image", "input", shape=shape)
@@ -46,6 +48,7 @@ class Chain:
         """The document as JSON text: one node and one edge per line, like the hand-written templates."""
         self.add("logits", "output")
         rows = lambda items: ",\n".join(f"    {json.dumps(item, ensure_ascii=False)}" for item in items)  # noqa: E731
+        meta = json.dumps(self.meta, indent=2, ensure_ascii=False).replace("\n", "\n  ")  # nested in the document
         return (
             "{\n"
             '  "format": "netcanvas.graph",\n'
@@ -53,9 +56,15 @@ class Chain:
             f'  "name": {json.dumps(self.name)},\n'
             f'  "nodes": [\n{rows(self.nodes)}\n  ],\n'
             f'  "edges": [\n{rows(self.edges)}\n  ],\n'
-            f'  "meta": {json.dumps({"description": self.description}, ensure_ascii=False)}\n'
+            f'  "meta": {meta}\n'
             "}\n"
         )
+
+
+def torchvision_twin(g: Chain, model: str, keys: dict[str, str | None]) -> None:
+    """Declare ``g``'s torchvision twin: how the keys of ``model``'s state_dict become ``g``'s (rules in
+    order; see graphcore/core/keymap.py). Keys that no rule renames are the same in both."""
+    g.meta["torchvision"] = {"model": model, "keys": keys}
 
 
 def classifier_head(g: Chain) -> Chain:
@@ -69,14 +78,18 @@ def alexnet() -> Chain:
                          "3x224x224 input, 61,100,840 parameters.")
     features = [(64, 11, 4, 2, True), (192, 5, 1, 2, True), (384, 3, 1, 1, False), (256, 3, 1, 1, False),
                 (256, 3, 1, 1, True)]
+    keys, index = {}, 0  # torchvision's features: conv, relu and maybe a pool per layer
     for i, (channels, kernel, stride, padding, pool) in enumerate(features, start=1):
         g.add(f"conv{i}", "conv2d", out_channels=channels, kernel_size=kernel, stride=stride, padding=padding)
         g.add(f"relu{i}", "relu")
         if pool:
             g.add(f"pool{i}", "maxpool2d", kernel_size=3, stride=2)
+        keys[f"features.{index}."] = f"conv{i}."
+        index += 3 if pool else 2
     g.add("avgpool", "adaptive_avgpool2d", output_size=6).add("flatten", "flatten")
     g.add("drop6", "dropout", p=0.5).add("fc6", "linear", out_features=4096).add("relu6", "relu")
     g.add("drop7", "dropout", p=0.5).add("fc7", "linear", out_features=4096).add("relu7", "relu")
+    torchvision_twin(g, "alexnet", keys | {"classifier.1.": "fc6.", "classifier.4.": "fc7.", "classifier.6.": "fc8."})
     return g.add("fc8", "linear", out_features=CLASSES)
 
 
@@ -88,11 +101,16 @@ def vgg(name: str) -> Chain:
     depth = name.removeprefix("vgg")
     g = Chain(name, f"VGG-{depth} (Simonyan & Zisserman 2014) as in torchvision, without batch norm; "
                     f"3x224x224 input, {VGG_PARAMS[name]} parameters.")
+    keys, index = {}, 0  # torchvision's features: conv, relu per conv and a pool per stage
     for stage, (channels, convs) in enumerate(zip((64, 128, 256, 512, 512), VGG_CONVS[name]), start=1):
         g.add(f"block{stage}", "vgg_block", out_channels=channels, num_convs=convs)
+        for conv in range(convs):
+            keys[f"features.{index + 2 * conv}."] = f"block{stage}.convs.{2 * conv}."
+        index += 2 * convs + 1
     g.add("avgpool", "adaptive_avgpool2d", output_size=7).add("flatten", "flatten")
     g.add("fc1", "linear", out_features=4096).add("relu1", "relu").add("drop1", "dropout", p=0.5)
     g.add("fc2", "linear", out_features=4096).add("relu2", "relu").add("drop2", "dropout", p=0.5)
+    torchvision_twin(g, name, keys | {"classifier.0.": "fc1.", "classifier.3.": "fc2.", "classifier.6.": "fc3."})
     return g.add("fc3", "linear", out_features=CLASSES)
 
 
@@ -118,6 +136,8 @@ def resnet(name: str) -> Chain:
                       stride=stride)
             else:
                 g.add(f"layer{stage}_{i}", "residual_basic", out_channels=width, stride=stride)
+    torchvision_twin(g, name, {"conv1.": "stem_conv.conv.", "bn1.": "stem_conv.norm.",
+                               "layer{i}.{j}.": "layer{i}_{j}."})
     return classifier_head(g)
 
 
@@ -147,6 +167,11 @@ def googlenet() -> Chain:
             pool_id, kernel = pools_after[block]
             g.add(pool_id, "maxpool2d", kernel_size=kernel, stride=2, ceil_mode=True)
     g.add("pool", "global_avgpool").add("dropout", "dropout", p=0.2)
+    # torchvision's BasicConv2d calls its norm "bn"; its weights file has the auxiliary heads too.
+    torchvision_twin(g, "googlenet", {"conv{n}.bn.": "conv{n}.norm.",
+                                      "inception{b}.branch1.bn.": "inception{b}.branch1.norm.",
+                                      "inception{b}.branch{k}.{m}.bn.": "inception{b}.branch{k}.{m}.norm.",
+                                      "aux{n}.": None})
     return g.add("fc", "linear", out_features=CLASSES)
 
 

@@ -9,6 +9,7 @@ import io
 import operator
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from graphcore.core import fusion
 from graphcore.core.analysis import Analysis
 from graphcore.core.diagnostics import GraphError, errors
 from graphcore.core.document import GraphDoc, write_atomic
+from graphcore.core.keymap import fit_keys
 from graphcore.core.names import class_name
 
 
@@ -36,7 +38,9 @@ class GraphModel(fx.GraphModule):
         """Re-initialise every weight (seeded if asked), or load them from ``path``.
 
         Loading accepts a bare state_dict or a checkpoint dict with a ``"model"`` entry,
-        and never unpickles arbitrary objects (``weights_only=True``).
+        and never unpickles arbitrary objects (``weights_only=True``). A graph whose meta declares
+        a torchvision key map (the ResNet, VGG, AlexNet, GoogLeNet and ViT templates) also takes
+        the state_dict of its torchvision twin, such as a downloaded ``resnet50-….pth``.
         """
         if path is None:
             with torch.random.fork_rng(enabled=seed is not None):
@@ -59,17 +63,20 @@ class GraphModel(fx.GraphModule):
         self._load_checked(state, str(path))
         return self
 
-    def _load_checked(self, state: dict, source: str) -> None:
+    def _load_checked(self, state: Mapping[str, torch.Tensor], source: str) -> None:
         own = self.state_dict()
+        fitted = fit_keys(self.doc, state, own)  # a torchvision file renamed by the graph's key map
+        state = fitted.state
         missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+        unexpected = [fitted.name(k) for k in state if k not in own]
+        wrong = [f"{fitted.name(k)} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
                  if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape]
         if missing or unexpected or wrong:
             parts = [f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
                      for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
                      if keys]
-            raise GraphError(f"{source}: the weights do not fit graph {self.doc.name!r}: {'; '.join(parts)}")
+            read = f" (read as torchvision {fitted.keymap.model} weights)" if fitted.keymap else ""
+            raise GraphError(f"{source}: the weights do not fit graph {self.doc.name!r}{read}: {'; '.join(parts)}")
         self.load_state_dict(state)
 
     def fuse(self) -> GraphModel:
