@@ -221,9 +221,10 @@ def tooltip(spec: BlockSpec) -> str:
     if ports:
         lines.append("inputs: " + ", ".join(
             f"{p.name}: {p.dtype}{' (optional)' if p.optional else ''}" for p in ports))
-    if spec.outputs:
+    outputs = spec.output_ports(params)
+    if outputs:
         out = spec.output_dtype if isinstance(spec.output_dtype, str) else "follows its params and inputs"
-        lines.append("outputs: " + ", ".join(f"{name}: {out}" for name in spec.outputs))
+        lines.append("outputs: " + ", ".join(f"{name}: {out}" for name in outputs))
     for f in fields(spec):
         shown = "none" if f.default is None else display(f, f.default)
         lines.append(f"{f.name} = {shown}{f' ({f.bounds})' if f.bounds else ''}")

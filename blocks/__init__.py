@@ -8,6 +8,7 @@ from blocks import (  # noqa: F401  (registers)
     attention,
     conv,
     conv_blocks,
+    elementwise,
     inception,
     io,
     linear,

@@ -42,6 +42,7 @@ CATEGORIES: tuple[Category, ...] = (
     Category("regularisation", "Regularisation", "#9e9d24"),
     Category("reshape", "Reshape", "#90a4ae"),
     Category("merge", "Merge", "#c2185b"),
+    Category("math", "Math", "#5e35b1"),
     Category("residual", "Residual", "#3949ab"),
     Category("attention", "Attention", "#e64a19"),
     Category("diffusion", "Diffusion", "#00acc1"),

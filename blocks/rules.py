@@ -22,6 +22,11 @@ DropoutRate = Annotated[float, Field(ge=0, lt=1, description="probability of zer
 SPATIAL_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 
 
+def spatial_layout(n: int) -> str:
+    """The per-sample layout of an input with ``n`` spatial dims: ``(C, H, W)`` for 2."""
+    return "(C, " + ", ".join(SPATIAL_NAMES[n]) + ")"
+
+
 def expect_rank(shape: Shape, rank: int, layout: str, port: str | None = None) -> Shape:
     """Refuse an input whose per-sample rank is not ``rank`` (``layout`` names the dims)."""
     if len(shape) != rank:

@@ -87,6 +87,7 @@ ShapeRule = Callable[[P, dict[str, Shape]], "Shape | dict[str, Shape]"]
 ModuleFactory = Callable[[P, dict[str, Shape]], nn.Module]
 MacCount = Callable[[P, dict[str, Shape], dict[str, Shape]], int]
 PortList = Callable[[P], tuple[Port, ...]]
+PortNames = Callable[[P], tuple[str, ...]]
 DtypeRule = Callable[[P, dict[str, Dtype]], "Dtype | dict[str, Dtype] | None"]
 
 IN = (Port("in"),)
@@ -109,7 +110,8 @@ class BlockSpec(Generic[P]):
     ``ShapeError`` for shapes the block cannot take. ``build(params, inputs)`` returns the
     ``nn.Module``; its ``forward`` takes the required ports positionally, in order, and the
     connected optional ports as keywords, and returns one tensor, or a tuple in the order
-    of ``outputs``. ``macs`` counts multiply-accumulates for one sample.
+    of ``outputs``. ``macs`` counts multiply-accumulates for one sample. ``inputs`` and
+    ``outputs`` are fixed, or rules of the params (a block with as many ports as a param says).
 
     ``output_dtype`` is the dtype of every output (float by default), or a rule that gets the
     params and the dtypes arriving at the connected input ports and returns one dtype, a dict
@@ -125,7 +127,7 @@ class BlockSpec(Generic[P]):
     # a default cannot be typed as type[P] for every P; specs that leave params out use NoParams.
     params: builtins.type[P] = NoParams  # type: ignore[assignment]
     inputs: tuple[Port, ...] | PortList[P] = IN
-    outputs: tuple[str, ...] = OUT
+    outputs: tuple[str, ...] | PortNames[P] = OUT
     macs: MacCount[P] | None = None
     examples: tuple[Example, ...] = ()
     output_dtype: Dtype | DtypeRule[P] = "float"
@@ -134,12 +136,16 @@ class BlockSpec(Generic[P]):
         """The input ports for these params (some blocks have as many ports as a param says)."""
         return self.inputs(params) if callable(self.inputs) else self.inputs
 
+    def output_ports(self, params: P) -> tuple[str, ...]:
+        """The output port names for these params (split has as many as its sizes)."""
+        return self.outputs(params) if callable(self.outputs) else self.outputs
+
     def infer(self, params: P, inputs: dict[str, Shape]) -> dict[str, Shape]:
         """Output shapes by port name."""
         result = self.shape(params, inputs)
         if isinstance(result, dict):
             return result
-        return {self.outputs[0]: tuple(result)}
+        return {self.output_ports(params)[0]: tuple(result)}
 
     def infer_dtypes(self, params: P, inputs: dict[str, Dtype]) -> dict[str, Dtype] | None:
         """Output dtypes by port name, from the dtypes of the connected input ports."""
@@ -147,7 +153,7 @@ class BlockSpec(Generic[P]):
         result = rule(params, inputs) if callable(rule) else rule
         if result is None or isinstance(result, dict):
             return result
-        return dict.fromkeys(self.outputs, result)
+        return dict.fromkeys(self.output_ports(params), result)
 
     def count_macs(self, params: P, inputs: dict[str, Shape], outputs: dict[str, Shape]) -> int:
         """Multiply-accumulates for one sample (0 for blocks that declare no count)."""

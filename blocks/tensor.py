@@ -1,8 +1,9 @@
-"""Blocks that move or drop values without learning: dropout, flatten, reshape, permute, upsample.
+"""Blocks that move or drop values without learning: dropout, flatten, reshape, permute, upsample,
+pad, tile and split.
 
-Flatten, reshape and permute only move values, so they take ids as well as floats and keep
-the dtype; dropout and upsample take floats only (PyTorch refuses int tensors there, dropout
-while training).
+Flatten, reshape, permute, pad, tile and split only move values, so they take ids as well as
+floats and keep the dtype; dropout and upsample take floats only (PyTorch refuses int tensors
+there, dropout while training).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from blocks.base import Block
-from blocks.rules import DropoutRate, expect_rank, torch_dim
+from blocks.rules import DropoutRate, NonNegInt, PosInt, expect_rank, torch_dim
 from blocks.shapes import shape_text
 from blocks.spec import ANY_IN, BlockSpec, Example, Params, Shape, ShapeError, promoted, register
 
@@ -209,4 +211,187 @@ register(BlockSpec(
     build=lambda p, ins: nn.Upsample(scale_factor=p.scale_factor, mode=p.mode),
     examples=(Example({"in": (3, 4, 4)}, {"mode": "bilinear"}),
               Example({"in": (2, 5)}, {"mode": "linear", "scale_factor": 1.5})),
+))
+
+
+class PadParams(Params):
+    """Params of pad."""
+
+    padding: NonNegInt | list[NonNegInt] = Field(
+        1, description="one int: both sides of every spatial dim; a list: (left, right, top, bottom, front, back) "
+                       "as in PyTorch's F.pad, last dim first")
+    mode: Literal["constant", "reflect", "replicate", "circular"] = Field(
+        "constant", description="what fills the border: value, a mirror image, the edge value, or the far side")
+    value: float = Field(0.0, description="the fill of constant mode")
+
+
+class Pad(Block):
+    """Pads every sample: ``padding`` in F.pad's order (last dim first, two sides each)."""
+
+    def __init__(self, padding: list[int], mode: str = "constant", value: float = 0.0):
+        super().__init__()
+        self.padding = tuple(padding)
+        self.mode = mode
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, …) -> (N, …) with each padded dim longer by its two sides."""
+        return F.pad(x, self.padding, self.mode, self.value if self.mode == "constant" else None)
+
+    def extra_repr(self) -> str:
+        """Shown in the module's repr."""
+        return f"padding={self.padding}, mode={self.mode!r}, value={self.value}"
+
+
+def _pad_sides(p: PadParams, shape: Shape) -> list[int]:
+    """``padding`` as F.pad's list; an int pads every dim after the channels (a 1-D input's one dim)."""
+    if isinstance(p.padding, int):
+        return [p.padding] * 2 * max(len(shape) - 1, 1)
+    if len(p.padding) % 2 or not p.padding:
+        raise ShapeError(f"padding {p.padding} is not pairs of sides", hint="give two values for each padded dim")
+    return p.padding
+
+
+# How far a side may reach where the fill is read from the input: a mirror image stops short of
+# the edge value, a wrap-around reads the far side once at most. Replicate repeats the edge: any.
+_PAD_LIMITS = {"reflect": ("smaller than", lambda pad, size: pad < size),
+               "circular": ("at most", lambda pad, size: pad <= size)}
+
+
+def _pad_shape(p: PadParams, ins: dict[str, Shape]) -> Shape:
+    shape = ins["in"]
+    sides = _pad_sides(p, shape)
+    dims = len(sides) // 2
+    if dims > len(shape):
+        raise ShapeError(f"padding {sides} pads {dims} dims but the input {shape_text(shape)} has {len(shape)}",
+                         hint="give two values for each padded dim, last dim first")
+    if p.mode != "constant":
+        spatial = max(len(shape) - 1, 1)
+        if len(shape) > 4 or dims != spatial:
+            raise ShapeError(f"mode {p.mode!r} pads every spatial dim of an input of 1 to 4 dims: {2 * spatial} "
+                             f"values for {shape_text(shape)}, got {len(sides)}",
+                             hint="give two values for each spatial dim, or use constant mode")
+        limit, fits = _PAD_LIMITS.get(p.mode, ("any", lambda pad, size: True))
+        for i in range(dims):
+            size, pair = shape[-1 - i], sides[2 * i:2 * i + 2]
+            if not all(fits(pad, size) for pad in pair):
+                raise ShapeError(f"mode {p.mode!r} pads a dim of size {size} by {pair}; each side must be {limit} "
+                                 "the size", hint="pad less, or use constant mode")
+    out = list(shape)
+    for i in range(dims):
+        out[-1 - i] += sides[2 * i] + sides[2 * i + 1]
+    return tuple(out)
+
+
+register(BlockSpec(
+    type="pad",
+    category="reshape",
+    doc="Pads the sides of each sample: zeros (or value), a mirror image, the edge, or the far side.",
+    params=PadParams,
+    inputs=ANY_IN,
+    shape=_pad_shape,
+    output_dtype=promoted,
+    build=lambda p, ins: Pad(_pad_sides(p, ins["in"]), p.mode, p.value),
+    examples=(Example({"in": (3, 5, 5)}),
+              Example({"in": (3, 6, 6)}, {"padding": [1, 2, 0, 3], "mode": "reflect"}),
+              Example({"in": (2, 4)}, {"padding": [2, 1], "mode": "replicate"}),
+              Example({"in": (2, 3, 4)}, {"padding": [0, 0, 0, 0, 1, 1], "value": 0.5}),
+              Example({"in": (2, 3, 3, 3)}, {"padding": 1, "mode": "circular"})),
+))
+
+
+class TileParams(Params):
+    """Params of tile."""
+
+    repeats: list[PosInt] = Field(
+        default_factory=lambda: [2], min_length=1,
+        description="copies along each of the last dims (PyTorch's torch.tile, batch left alone)")
+
+
+class Tile(Block):
+    """Repeats every sample along its dims; ``repeats`` has one entry per non-batch dim."""
+
+    def __init__(self, repeats: list[int]):
+        super().__init__()
+        self.repeats = tuple(repeats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, d1, …) -> (N, d1·r1, …)."""
+        return x.repeat(1, *self.repeats)
+
+    def extra_repr(self) -> str:
+        """Shown in the module's repr."""
+        return f"repeats={self.repeats}"
+
+
+def _tile_repeats(p: TileParams, shape: Shape) -> list[int]:
+    """One repeat per dim: ``repeats`` names the last dims, the ones before it are kept."""
+    if len(p.repeats) > len(shape):
+        raise ShapeError(f"repeats {p.repeats} has {len(p.repeats)} values but the input {shape_text(shape)} has "
+                         f"{len(shape)} dims (the batch is never repeated)", hint="give one value per dim or fewer")
+    return [1] * (len(shape) - len(p.repeats)) + p.repeats
+
+
+register(BlockSpec(
+    type="tile",
+    category="reshape",
+    doc="Repeats each sample along its dims (repeats for the last dims; the batch is left alone).",
+    params=TileParams,
+    inputs=ANY_IN,
+    shape=lambda p, ins: tuple(d * r for d, r in zip(ins["in"], _tile_repeats(p, ins["in"]))),
+    output_dtype=promoted,
+    build=lambda p, ins: Tile(_tile_repeats(p, ins["in"])),
+    examples=(Example({"in": (3, 4)}), Example({"in": (2, 3, 4)}, {"repeats": [3, 1, 2]})),
+))
+
+
+class SplitParams(Params):
+    """Params of split."""
+
+    sizes: list[PosInt] = Field(default_factory=lambda: [1, 1], min_length=1, max_length=64,
+                                description="size of each piece (ports out0, out1, …); they add up to the dim")
+    dim: int = Field(1, description="dim to cut along, PyTorch numbering (batch = 0, channels = 1)")
+
+
+class Split(Block):
+    """Cuts every sample along ``dim`` into pieces of ``sizes``."""
+
+    def __init__(self, sizes: list[int], dim: int):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One tensor per piece, in order."""
+        return torch.split(x, self.sizes, dim=self.dim)
+
+    def extra_repr(self) -> str:
+        """Shown in the module's repr."""
+        return f"sizes={self.sizes}, dim={self.dim}"
+
+
+def _split_ports(p: SplitParams) -> tuple[str, ...]:
+    return tuple(f"out{i}" for i in range(len(p.sizes)))
+
+
+def _split_shape(p: SplitParams, ins: dict[str, Shape]) -> dict[str, Shape]:
+    shape = ins["in"]
+    axis = torch_dim(p.dim, len(shape))
+    if sum(p.sizes) != shape[axis]:
+        raise ShapeError(f"sizes {p.sizes} add up to {sum(p.sizes)}, but dim {p.dim} of {shape_text(shape)} is "
+                         f"{shape[axis]}", hint=f"make the sizes add up to {shape[axis]}")
+    return {port: (*shape[:axis], size, *shape[axis + 1:]) for port, size in zip(_split_ports(p), p.sizes)}
+
+
+register(BlockSpec(
+    type="split",
+    category="reshape",
+    doc="Cuts each sample along dim into pieces, one output each (out0, out1, …).",
+    params=SplitParams,
+    inputs=ANY_IN,
+    outputs=_split_ports,
+    shape=_split_shape,
+    output_dtype=promoted,
+    build=lambda p, ins: Split(p.sizes, p.dim),
+    examples=(Example({"in": (2, 4, 4)}), Example({"in": (3, 10)}, {"sizes": [2, 3, 5], "dim": -1})),
 ))

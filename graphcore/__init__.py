@@ -18,6 +18,7 @@ from graphcore.editing.grouping import group, ungroup
 from graphcore.interchange.codegen import to_python
 from graphcore.interchange.onnx_export import ExportResult, export_onnx
 from graphcore.interchange.onnx_import import from_onnx
+from graphcore.interchange.torch_import import from_torch
 
 
 def validate(doc: GraphDoc) -> list[Diagnostic]:
@@ -36,5 +37,5 @@ def infer_shapes(doc: GraphDoc) -> dict[tuple[str, str], tuple[int | None, ...]]
 __all__ = [
     "Analysis", "Diagnostic", "Edge", "GraphDoc", "GraphError", "GraphModel", "Node", "Summary",
     "SummaryRow", "compile", "group", "ungroup", "infer_shapes", "load", "loads", "open_graph", "save", "summary",
-    "template", "templates", "validate", "to_python", "export_onnx", "from_onnx", "ExportResult",
+    "template", "templates", "validate", "to_python", "export_onnx", "from_onnx", "from_torch", "ExportResult",
 ]

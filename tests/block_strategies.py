@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 import torch
 from annotated_types import Ge, Gt, Le, Lt
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from blocks import BlockSpec, Example, Params, Port, Shape
@@ -109,9 +110,10 @@ def block_call(spec: BlockSpec, params: Params, inputs: dict[str, Shape], make) 
     return args, kwargs
 
 
-def outputs_of(spec: BlockSpec, out) -> tuple:
+def outputs_of(spec: BlockSpec, params: Params, out) -> tuple:
     outs = out if isinstance(out, tuple) else (out,)
-    assert len(outs) == len(spec.outputs), f"{spec.type} returned {len(outs)} tensors for ports {spec.outputs}"
+    ports = spec.output_ports(params)
+    assert len(outs) == len(ports), f"{spec.type} returned {len(outs)} tensors for ports {ports}"
     return outs
 
 
@@ -125,10 +127,10 @@ def run_on_meta(spec: BlockSpec, params: Params, inputs: dict[str, Shape], batch
         return torch.empty((batch, *shape), dtype=dtype, device="meta")
 
     args, kwargs = block_call(spec, params, inputs, make)
-    outs = outputs_of(spec, module(*args, **kwargs))
+    outs = outputs_of(spec, params, module(*args, **kwargs))
     for t in outs:
         assert t.shape[0] == batch, f"{spec.type} changed the batch dim"
-    return {port: tuple(t.shape[1:]) for port, t in zip(spec.outputs, outs)}
+    return {port: tuple(t.shape[1:]) for port, t in zip(spec.output_ports(params), outs)}
 
 
 def single_block_doc(spec: BlockSpec, params: dict, inputs: dict[str, Shape], ports: tuple[Port, ...]) -> GraphDoc:
@@ -140,7 +142,16 @@ def single_block_doc(spec: BlockSpec, params: dict, inputs: dict[str, Shape], po
         dtype = "int64" if port in ports and ports[port].dtype == "int" else "float32"
         nodes.append(Node(id=f"x{i}", type="input", params={"shape": list(shape), "dtype": dtype}))
         edges.append(Edge(src=f"x{i}", dst="block", dst_port=port))
-    for i, port in enumerate(spec.outputs):
+    for i, port in enumerate(_output_ports(spec, params)):
         nodes.append(Node(id=f"y{i}", type="output"))
         edges.append(Edge(src="block", src_port=port, dst=f"y{i}"))
     return GraphDoc(name=spec.type, nodes=nodes, edges=edges)
+
+
+def _output_ports(spec: BlockSpec, params: dict) -> tuple[str, ...]:
+    """The block's output ports; those of its defaults where ``params`` do not validate (a block
+    whose ports follow its params then has ports that nothing checks)."""
+    try:
+        return spec.output_ports(spec.params.model_validate(params))
+    except ValidationError:
+        return spec.output_ports(spec.params())

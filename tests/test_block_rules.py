@@ -94,7 +94,7 @@ def test_forward_and_backward_on_a_tiny_real_input(spec):
         return leaves[-1]
 
     args, kwargs = block_call(spec, params, example.inputs, make)
-    outs = outputs_of(spec, module(*args, **kwargs))
+    outs = outputs_of(spec, params, module(*args, **kwargs))
     sum(o.float().square().mean() for o in outs).backward()
     grads = [t.grad for t in leaves] + [p.grad for p in module.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads), f"{spec.type}: missing or bad gradients"

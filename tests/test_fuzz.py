@@ -90,7 +90,7 @@ class Fuzzer:
                 nodes.append(node(f"x_{port.name}", "input", shape=list(example.inputs[port.name]), dtype=dtype))
                 edges.append({"src": f"x_{port.name}", "dst": "b", "dst_port": port.name})
         nodes.append(node("b", spec.type, **example.params))
-        for port in spec.outputs:
+        for port in spec.output_ports(params):
             nodes.append(node(f"y_{port}", "output"))
             edges.append({"src": "b", "src_port": port, "dst": f"y_{port}"})
         data = {"format": "netcanvas.graph", "version": 1, "name": spec.type, "nodes": nodes, "edges": edges}

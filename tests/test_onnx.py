@@ -187,7 +187,8 @@ def value(name, dims, elem=TensorProto.FLOAT):
 
 
 def test_shape_arithmetic_matmul_add_and_silu_import_as_blocks(tmp_path):
-    """x (N, 2, 3, 2) -> Shape/Gather/Unsqueeze/Concat -> Reshape (N, 12) -> MatMul + Add -> x*sigmoid(x)."""
+    """x (N, 2, 3, 2) -> Shape/Gather/Unsqueeze/Concat -> Reshape (N, 12) -> MatMul + Add -> x*sigmoid(x):
+    a flatten, a linear and a silu."""
     rng = np.random.default_rng(0)
     w, b = rng.standard_normal((12, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
     nodes = [
@@ -207,7 +208,7 @@ def test_shape_arithmetic_matmul_add_and_silu_import_as_blocks(tmp_path):
     path = make_model(tmp_path / "m.onnx", nodes, [value("x", ["N", 2, 3, 2])], [value("y", ["N", 5])], consts)
 
     doc, state = gc.from_onnx(path)
-    assert sorted(n.type for n in doc.nodes) == ["input", "linear", "output", "reshape", "silu"]
+    assert sorted(n.type for n in doc.nodes) == ["flatten", "input", "linear", "output", "silu"]
     model = gc.compile(doc).eval()
     model.load_state_dict(state)
     x = torch.randn(3, 2, 3, 2)

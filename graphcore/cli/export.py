@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from graphcore.core.document import GraphDoc, load, write_atomic
 from graphcore.core.gallery import open_graph
 
 if TYPE_CHECKING:
+    from graphcore.core.inputs import InputSpec
     from graphcore.interchange.weights import Weights
 
 
@@ -112,19 +114,36 @@ def _write_both(first: tuple[Path, bytes], second: tuple[Path, bytes]) -> None:
 
 
 def add_import_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=nonempty_path, help="an .onnx file")
+    parser.add_argument("model", type=nonempty_path,
+                        help="an .onnx file, or a PyTorch module: FILE.py:NAME or package.module:NAME, where NAME() "
+                             "builds it (traced on --input-shape, or on the file's example_inputs())")
+    parser.add_argument("--input-shape", type=_input_shape, action="append", metavar="1x3x32x32[:int64]",
+                        help="with a PyTorch module: the shape of an example input, the batch first (once per "
+                             "input of forward; :int64 for ids)")
+    parser.epilog = ("Importing FILE.py:NAME or package.module:NAME runs that code, as Python would: import only "
+                     "code you trust.")
     parser.add_argument("--out", type=nonempty_path, required=True, metavar="G.json", help="where to write the graph")
     parser.add_argument("--weights", type=nonempty_path, metavar="W.pt",
                         help="where to write its weights (a state_dict)")
+    parser.add_argument("--flat", action="store_true",
+                        help="keep every op a node of the graph (default: the model's modules become subgraphs)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the outcome as JSON; for a model that cannot be imported, every op NetCanvas "
+                             "has no block for and every node it refuses, with why")
 
 
 def import_command(args: argparse.Namespace) -> int:
     import torch
 
     from graphcore.core.document import dumps
-    from graphcore.interchange.onnx_import import from_onnx
 
-    doc, state = from_onnx(args.model)
+    try:
+        doc, state = _imported(args)
+    except GraphError as exc:
+        if not args.json:
+            raise
+        print(json.dumps(_refusal(args.model, exc), indent=2))
+        return 1
     graph_path = Path(args.out)
     graph_file = (graph_path, dumps(doc).encode("utf-8"))
     if args.weights:
@@ -135,9 +154,58 @@ def import_command(args: argparse.Namespace) -> int:
         write_atomic(*graph_file)
     params = sum(t.numel() for k, t in state.items() if not k.endswith(("running_mean", "running_var",
                                                                        "num_batches_tracked")))
-    print(f"{graph_path}: graph {doc.name!r} ({len(doc.nodes)} nodes, {params:,} parameters)"
+    if args.json:
+        print(json.dumps({"model": args.model, "ok": True, "graph": str(graph_path), "nodes": len(doc.nodes),
+                          "subgraph_types": len(doc.subgraphs), "parameters": params, "weights": args.weights},
+                         indent=2))
+        return 0
+    types = f", {len(doc.subgraphs)} subgraph types" if doc.subgraphs else ""
+    print(f"{graph_path}: graph {doc.name!r} ({len(doc.nodes)} nodes{types}, {params:,} parameters)"
           + (f"; weights in {args.weights}" if args.weights else ""))
     return 0
+
+
+def _refusal(model: str, exc: GraphError) -> dict:
+    """A failed import as data: its diagnostics and, where the importer found them, the ops with
+    no block (with counts) and the nodes or calls refused (op, node, why)."""
+    from graphcore.interchange.onnx_import import ImportRefused
+    from graphcore.interchange.torch_import import CallsRefused
+
+    blockers = exc.to_dict() if isinstance(exc, ImportRefused | CallsRefused) else {"unmapped": [], "refused": []}
+    return {"model": model, "ok": False, **blockers, "diagnostics": [d.to_dict() for d in exc.diagnostics]}
+
+
+def _imported(args: argparse.Namespace) -> tuple[GraphDoc, dict]:
+    """The graph and weights of an .onnx file, or of the PyTorch module a ``FILE.py:NAME`` or
+    ``package.module:NAME`` target builds."""
+    if args.model.endswith(".onnx") or ":" not in args.model or Path(args.model).is_file():
+        if args.input_shape:
+            raise usage_error("import: --input-shape goes with a PyTorch module (FILE.py:NAME), not an .onnx file")
+        from graphcore.interchange.onnx_import import from_onnx
+
+        return from_onnx(args.model, flat=args.flat)
+    from graphcore.interchange.torch_import import from_torch
+    from graphcore.interchange.torch_load import load_module
+
+    loaded = load_module(args.model)
+    inputs = tuple(spec.random(batch) for batch, spec in args.input_shape or ()) or loaded.example_inputs
+    if inputs is None:
+        raise GraphError(f"{args.model}: give the shape of each input with --input-shape (e.g. 1x3x224x224), "
+                         "or define example_inputs() in the file")
+    return from_torch(loaded.module, inputs, flat=args.flat)
+
+
+def _input_shape(text: str) -> tuple[int, InputSpec]:
+    """``1x3x32x32`` (floats) or ``8:int64`` (ids): the batch and the spec of one example input."""
+    from graphcore.core.inputs import InputSpec
+
+    shape, _, dtype = text.partition(":")
+    sizes = shape.lower().split("x")
+    if dtype not in ("", "float32", "int64") or not all(s.isdigit() and int(s) > 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"must be sizes joined by x, the batch first (1x3x32x32), optionally "
+                                         f"with :int64, got {text!r}")
+    batch, *sample = (int(s) for s in sizes)
+    return batch, InputSpec("x", "x", tuple(sample), dtype or "float32")
 
 
 def _opset(text: str) -> int:

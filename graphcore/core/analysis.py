@@ -101,6 +101,7 @@ class NodeInfo:
     spec: BlockSpec | None = None
     params: Params | None = None
     input_ports: tuple[Port, ...] | None = None
+    output_ports: tuple[str, ...] | None = None  # None while unknown: no type, or ports that follow bad params
     problems: list[Diagnostic] = field(default_factory=list)  # id, type, params
     wiring: list[Diagnostic] = field(default_factory=list)  # edges and ports
     shape_problem: Diagnostic | None = None
@@ -110,11 +111,6 @@ class NodeInfo:
     dtypes: dict[str, Dtype] | None = None  # dtype leaving each output port
     weights: Weights | None = None  # its parameters and buffers, once its shapes are known
     size_problem: Diagnostic | None = None  # weights too large to make
-
-    @property
-    def output_ports(self) -> tuple[str, ...]:
-        """The node's output port names (none while its type is unknown)."""
-        return self.spec.outputs if self.spec else ()
 
     def diagnostics(self) -> list[Diagnostic]:
         """Every problem of this node: id, type, params, wiring, dtypes, shape and size."""
@@ -183,9 +179,10 @@ def check_node(node: Node, library: Library | None = None) -> NodeInfo:
     info.params, problems = check_params(node.id, spec, node.params)
     info.problems += problems
     if info.params is not None:
-        info.input_ports = spec.input_ports(info.params)
-    elif not callable(spec.inputs):
-        info.input_ports = spec.inputs
+        info.input_ports, info.output_ports = spec.input_ports(info.params), spec.output_ports(info.params)
+    else:
+        info.input_ports = None if callable(spec.inputs) else spec.inputs
+        info.output_ports = None if callable(spec.outputs) else spec.outputs
     if node.type == "input" and isinstance(info.params, InputParams):
         name = info.params.name or node.id
         if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
@@ -261,7 +258,7 @@ class Analysis:
                 self._problem(owner, error(owner, f"{_label(edge)}: node {missing!r} does not exist",
                                            hint="remove the edge or add the node"))
                 continue
-            if src.spec and edge.src_port not in src.output_ports:
+            if src.output_ports is not None and edge.src_port not in src.output_ports:
                 self._problem(src.node.id, error(
                     src.node.id, f"{_label(edge)}: {src.node.type} has no output port {edge.src_port!r}",
                     hint=_ports_hint(src.output_ports, "outputs"), port=edge.src_port))

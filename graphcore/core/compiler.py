@@ -140,7 +140,8 @@ def compile(doc: GraphDoc, *, analysis: Analysis | None = None, fuse: bool = Fal
         root.add_module(node_id, info.spec.build(info.params, info.inputs))
         call = graph.call_module(node_id, args, kwargs)
         call.meta["label"] = info.node.label
-        ports = info.spec.outputs
+        ports = info.output_ports
+        assert ports is not None, "checked: the graph has no errors"
         if len(ports) == 1:
             values[(node_id, ports[0])] = _with_shape(call, info.outputs[ports[0]])
         else:

@@ -141,7 +141,7 @@ class EditSession:
             "params": node.params,
             "summary": key_params(node),
             "inputs": [p.name for p in info.input_ports or ()],
-            "outputs": list(info.output_ports),
+            "outputs": list(info.output_ports or ()),
             "shapes": {port: shape_text(shape, batch=True) for port, shape in (info.outputs or {}).items()},
             "problems": [{"severity": d.severity, "message": d.message, "hint": d.hint, "port": d.port}
                          for d in problems],

@@ -2,9 +2,10 @@
 
 The file holds the block classes the graph uses (their own source, with NetCanvas's ``Block``
 base replaced by ``nn.Module``, and any block classes or helpers they use, dependencies first),
-the network class named after the graph, ``build_model()`` and a ``__main__`` that runs one
-forward pass. Submodules are named after node ids, as in the compiled model, so a state_dict
-saved in NetCanvas loads into the generated code with ``strict=True``. Every ``forward`` (the
+the network class named after the graph, ``build_model()``, ``example_inputs()`` (random inputs
+of the graph's shapes, which ``netcanvas import FILE.py:build_model`` traces with) and a
+``__main__`` that runs one forward pass. Submodules are named after node ids, as in the compiled
+model, so a state_dict saved in NetCanvas loads into the generated code with ``strict=True``. Every ``forward`` (the
 network's and each subgraph's) is written from the compiled model's fx graph, one line per module
 call with its output shapes as a comment, so the file calls modules exactly as the model does.
 
@@ -41,7 +42,7 @@ from graphcore.core.analysis import Analysis, check_id
 from graphcore.core.compiler import GraphModel, compile
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc
-from graphcore.core.inputs import input_specs
+from graphcore.core.inputs import InputSpec, input_specs
 from graphcore.core.names import Namespace, class_name
 
 INDENT = "    "
@@ -351,7 +352,7 @@ class _Writer:
         self.analysis = analysis
         self.model = model
         self.doc = analysis.doc
-        self.top = Namespace({"annotations", "build_model", "model", "out", "y"})
+        self.top = Namespace({"annotations", "build_model", "example_inputs", "model", "out", "y"})
         self.defs = _Definitions(self.top)
         self._subgraph_classes: dict[str, tuple[str, str]] = {}  # code -> class name, body
         self.defs.bind("torch", torch, "the network")
@@ -539,21 +540,14 @@ class _Writer:
             f"{INDENT * 2}model.load_state_dict(state)",
             f"{INDENT}return model",
             "", "",
+            f"def example_inputs(batch: int = {EXAMPLE_BATCH}) -> tuple[torch.Tensor, ...]:",
+            f'{INDENT}"""Random inputs for the network, in the order forward takes them, ``batch`` samples each."""',
+            f"{INDENT}return {_tuple_text([_random_input(spec) for spec in specs])}",
+            "", "",
             'if __name__ == "__main__":',
             f"{INDENT}model = build_model(sys.argv[1] if len(sys.argv) > 1 else None).eval()",
-        ]
-        main_args = []
-        for spec, arg in zip(specs, args, strict=True):
-            var = self.top.name(arg)
-            main_args.append(var)
-            size = literal((EXAMPLE_BATCH, *spec.shape))
-            if spec.dtype == "int64":
-                out.append(f"{INDENT}{var} = torch.randint(0, {spec.high}, {size})")
-            else:
-                out.append(f"{INDENT}{var} = torch.randn{size}")
-        out += [
             f"{INDENT}with torch.no_grad():",
-            f"{INDENT * 2}out = model({', '.join(main_args)})",
+            f"{INDENT * 2}out = model(*example_inputs())",
         ]
         if sum(node.type == "output" for node in self.doc.nodes) == 1:
             out.append(f"{INDENT}print(tuple(out.shape))")
@@ -561,6 +555,19 @@ class _Writer:
             out.append(f"{INDENT}for y in out:")
             out.append(f"{INDENT * 2}print(tuple(y.shape))")
         return _read_as_written("\n".join(out) + "\n")
+
+
+def _tuple_text(items: list[str]) -> str:
+    """The text of a tuple of the expressions ``items``: ``(a,)``, ``(a, b)``."""
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _random_input(spec: InputSpec) -> str:
+    """An expression for a random batch of ``batch`` samples of one input."""
+    size = _tuple_text(["batch", *(str(d) for d in spec.shape)])
+    if spec.dtype == "int64":
+        return f"torch.randint(0, {spec.high}, {size})"
+    return f"torch.randn({size})"
 
 
 def _read_as_written(source: str) -> str:
