@@ -1,8 +1,10 @@
 """One browser tab's editor: toolbar, palette, canvas, inspector, summary and bottom drawer.
 
-Each tab has its own ``Editor`` and its own ``EditSession``. The tab's storage
-(``app.storage.tab``) keeps what a reload restores: the document (autosaved after every change,
-loads included), the workspace file it was saved as, and the open panel. Imported weights stay
+Each tab has its own ``Editor`` and its own ``EditSession``. The tab's draft in the workspace
+(``app.drafts``; the tab's storage keeps only its id) holds what a reload restores, and what a new
+tab takes over once the tab is closed: the document (autosaved after every change, loads
+included), the workspace file it was saved as, the open panel, the view's pan and zoom, and
+whether it has unsaved changes (the title marks them). Imported weights stay
 in the workspace (``Workspace.save_weights``); the document holds only their key
 (``doc.ui["weights"]``), so undoing a load brings its weights back with it. Every load (New, Open,
 a template, an ONNX model) is one undoable step of the session. ``session`` is the whole file's
@@ -17,7 +19,6 @@ import logging
 import tempfile
 import time
 import weakref
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,23 +27,20 @@ from typing import Any
 from fastapi import HTTPException
 from nicegui import app, background_tasks, events, run, ui
 
-import blocks
 import graphcore as gc
-from app import forms
+from app import drafts
 from app.canvas import Canvas
+from app.drafts import Draft
 from app.inspector import Inspector
-from blocks import categories
+from app.palette import Palette
 from graphcore.core.analysis import Deadline
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc, dumps, loads
 from graphcore.core.summary import human
 from graphcore.editing import ops
 from graphcore.editing.session import Delta, EditError, EditSession, clear_offset
-from graphcore.runtime.workspace import GraphEntry, Workspace, check_name, weights_key
+from graphcore.runtime.workspace import DraftEntry, GraphEntry, Workspace, check_name, weights_key
 
-AUTOSAVE_KEY = "netcanvas.doc"
-TAB_KEY = "netcanvas.tab"
-"""The tab's storage besides the document: the workspace file it is saved as, and the open panel."""
 WEIGHTS = "weights"
 """``doc.ui[WEIGHTS]``: the workspace key of the weights that came with the document (an ONNX model's)."""
 SAVE_KEYS = """
@@ -54,8 +52,8 @@ document.addEventListener("keydown", (e) => {  // Ctrl+S / Cmd+S: the editor's S
 });
 """
 EDITORS: weakref.WeakValueDictionary[str, Editor] = weakref.WeakValueDictionary()
-"""The editor of each connected page, by NiceGUI client id (for tests and tools)."""
-DRAG_TYPE = "application/x-netcanvas-block"
+"""The editor of each connected page, by NiceGUI client id (for tests and tools, and to tell whose
+drafts are in use)."""
 PROBLEMS_SHOWN = 200
 BLOCK_MIDDLE = (80, 35)
 """From a typical block's top-left corner (its position) to its middle, on the canvas."""
@@ -75,19 +73,24 @@ class SavedAs:
 
 
 class Editor:
-    """One tab's editor of one document, kept in ``workspace``. ``tab``: what the tab's storage
-    kept of a previous editor of this tab (``TAB_KEY``), restored with the document."""
+    """One tab's editor of one document, kept in ``workspace``. ``draft``: the draft ``doc`` comes
+    from (this tab's before a reload, or a closed tab's), restored with the document; without one
+    the tab starts a draft of its own."""
 
-    def __init__(self, doc: GraphDoc, workspace: Workspace, tab: dict | None = None) -> None:
+    def __init__(self, doc: GraphDoc, workspace: Workspace, draft: Draft | None = None) -> None:
         self.session = EditSession(doc)
         self.workspace = workspace
         self.current = self.session  # what the canvas shows: the file, or an opened subgraph
         self.opened: list[tuple[str, EditSession]] = []  # (subgraph node id, its session), outermost first
         self.weights: dict | None = None  # the document's imported weights (an ONNX model's), once read
-        self.weights_key: str | None = None  # whose weights ``weights`` are (or are being read)
-        tab = tab or {}
-        saved = tab.get("saved_as")
-        self.saved_as = SavedAs(doc, saved[0], saved[1]) if isinstance(saved, list) and len(saved) == 2 else None
+        self.weights_key: str | None = None  # the document's imported weights' key (``weights`` are theirs)
+        self.client = ui.context.client
+        self.draft_id = draft.id if draft else drafts.new_id()
+        self.saved_as = SavedAs(doc, *draft.saved_as) if draft and draft.saved_as else None
+        self.clean: dict[int, tuple[GraphDoc, str]] = {}  # id(doc) -> (doc, its JSON when last saved or loaded)
+        if draft is None or not draft.unsaved:
+            self._mark_clean(doc)
+        self.file_view = draft.viewport if draft else None  # the file's pan and zoom, while a subgraph is shown
         self.selected: list[str] = []
         self.saved_state: tuple | None = None  # ``tab_state()`` at the last autosave
         self.summary_revision = -1
@@ -101,10 +104,11 @@ class Editor:
             ops.OpenSubgraph: lambda request: self.open_subgraph(request.id),
             ops.RenameRequest: lambda request: self.rename_dialog(request.id),
         }
-        EDITORS[ui.context.client.id] = self
+        EDITORS[self.client.id] = self
         self._build()
-        if tab.get("panel"):
-            self.open_drawer(tab["panel"])
+        self._show_name(bool(draft and draft.unsaved))
+        if draft and draft.panel:
+            self.open_drawer(draft.panel)
         self._sync_weights()
         ui.timer(0.5, self._tick)
 
@@ -113,8 +117,12 @@ class Editor:
         ui.add_css(CSS)
         with ui.header().classes("items-center gap-1 px-3 py-1 bg-slate-800"):
             ui.label("NetCanvas").classes("text-lg font-bold mr-2")
-            self.title = ui.label(self.session.doc.name).classes("text-sm opacity-80 mr-4 cursor-pointer") \
-                .tooltip("The graph's name: click to rename it").on("click", self.rename_graph_dialog).mark("doc-name")
+            with ui.row().classes("items-center gap-1 mr-4 no-wrap"):
+                self.title = ui.label(self.session.doc.name).classes("text-sm opacity-80 cursor-pointer") \
+                    .tooltip("The graph's name: click to rename it").on("click", self.rename_graph_dialog) \
+                    .mark("doc-name")
+                self.unsaved_mark = ui.label("•").classes("text-sm").mark("unsaved") \
+                    .tooltip("Changes not in the workspace yet: Ctrl+S keeps them")
             self._tool("note_add", "New", self.new_doc)
             self._tool("folder_open", "Open", self.open_dialog)
             self._tool("save", "Save", self.save_doc).tooltip("Save in the workspace (Ctrl+S)")
@@ -143,7 +151,7 @@ class Editor:
             self._tool("fit_screen", "Fit", lambda: self.canvas.fit())
 
         with ui.left_drawer(value=True, bordered=True).props("width=230").classes("p-2 gap-1"):
-            self._palette()
+            Palette(on_add=self.add_block).mark("palette")
 
         with ui.right_drawer(value=True, bordered=True).props("width=300").classes("p-3 gap-2"):
             ui.label("Inspector").classes("text-overline")
@@ -187,7 +195,8 @@ class Editor:
         ui.on("netcanvas-save", self.save_doc)
         ui.on("netcanvas-save-as", self.save_as_dialog)
         with ui.element("div").classes("nc-stage"):
-            self.canvas = Canvas(self.session.view(), on_edit=self.on_edit, on_select=self.on_select).mark("canvas")
+            self.canvas = Canvas(self.session.view(), on_edit=self.on_edit, on_select=self.on_select,
+                                 viewport=self.file_view).mark("canvas")
             # A .json or .onnx file dropped on the canvas goes up as an upload would (over HTTP:
             # the page's socket takes no more than a megabyte a message).
             self.dropped = FileOpener(self.open_file).classes("hidden").mark("drop-upload")
@@ -204,44 +213,6 @@ class Editor:
 
     def _tool(self, icon: str, text: str, handler) -> ui.button:
         return ui.button(text, icon=icon, on_click=handler).props("flat dense no-caps color=white").mark(text.lower())
-
-    def _palette(self) -> None:
-        search = ui.input(placeholder="Search blocks").props("dense outlined clearable").classes("w-full") \
-            .mark("palette-search")
-        by_category: dict[str, list[blocks.BlockSpec]] = defaultdict(list)
-        for spec in blocks.all_specs():
-            by_category[spec.category].append(spec)
-        rows: list[tuple[ui.element, str]] = []
-        sections: list[tuple[ui.expansion, list[ui.element]]] = []
-        with ui.scroll_area().classes("w-full flex-grow"):
-            for category in categories.CATEGORIES:
-                if category.name not in by_category:
-                    continue
-                with ui.expansion(category.label, value=category.expanded).props("dense") \
-                        .classes("w-full text-sm nc-palette-section").style(f"border-left-color: {category.colour}") \
-                        .mark(f"palette-section-{category.name}") as section:
-                    members = []
-                    for spec in sorted(by_category[category.name], key=lambda s: s.type):
-                        row = ui.item(spec.type, on_click=lambda t=spec.type: self.add_block(t)) \
-                            .props("dense clickable draggable=true").classes("nc-palette-item") \
-                            .mark(f"palette-{spec.type}")
-                        with row:  # beside the palette, not over it: doc, ports and params
-                            ui.tooltip(forms.tooltip(spec)).classes("nc-palette-tip") \
-                                .props('anchor="center right" self="center left" :offset="[8, 0]"')
-                        row.on("dragstart", js_handler=f"(e) => e.dataTransfer.setData('{DRAG_TYPE}', '{spec.type}')")
-                        rows.append((row, f"{spec.type} {category.name} {category.label} {spec.doc}".lower()))
-                        members.append(row)
-                sections.append((section, members))
-
-        def filter_rows(e: events.ValueChangeEventArguments) -> None:
-            words = (e.value or "").lower().split()
-            for row, text in rows:
-                row.set_visibility(all(w in text for w in words))
-            for section, members in sections:
-                section.set_visibility(any(m.visible for m in members))
-                if words:
-                    section.open()
-        search.on_value_change(filter_rows)
 
     # ----------------------------------------------------------------- edits
     def apply(self, delta: Delta, from_inspector: bool = False) -> None:
@@ -365,6 +336,8 @@ class Editor:
         except EditError as exc:
             ui.notify(str(exc), type="warning")
             return
+        if self.current is self.session:
+            self.file_view = self.canvas.viewport
         self.opened.append((node_id, inner))
         self._show(inner)
 
@@ -446,6 +419,7 @@ class Editor:
         self._load(EditSession(doc))
 
     def _load(self, prepared: EditSession) -> None:
+        self._mark_clean(prepared.doc)  # loaded as it is kept (a file, a template): nothing unsaved yet
         self.apply(self.session.load(prepared))
 
     async def open_doc(self, read: Callable[[], tuple[GraphDoc, dict | None]], name: str) -> bool:
@@ -477,32 +451,44 @@ class Editor:
     def _document_changed(self) -> None:
         """Another document took this one's place (a load, or its undo): show it all afresh."""
         self.opened = []
-        self.title.text = self.session.doc.name
+        self._show_name(self.unsaved())
         self._show(self.session)
         self.train_panel.prepare()
         self.summary_revision = self.python_revision = -1
         self._sync_weights()
 
     def _sync_weights(self) -> None:
-        """Read the document's imported weights from the workspace (in a worker thread) when they
-        are another document's than those at hand."""
+        """Follow the document's imported weights when another document takes this one's place.
+        They are read only when needed (``imported_weights``): a reload reads no weights to show
+        the page, it only checks that they are still kept."""
         key = self.session.doc.ui.get(WEIGHTS)
         if key == self.weights_key:
             return
         self.weights_key, self.weights = key, None
-        if key:
-            background_tasks.create(self._read_weights(key), name="read imported weights")
+        if key and not self.has_imported_weights():
+            ui.notify(f"The imported weights are gone from {self.workspace.weights_dir} (removed?): open the "
+                      "model again", type="warning", multi_line=True)
 
-    async def _read_weights(self, key: str) -> None:
+    def has_imported_weights(self) -> bool:
+        """Whether the document came with weights (an ONNX model's) that are still at hand."""
+        if self.weights is not None:
+            return True
         try:
-            weights = await run.io_bound(self.workspace.load_weights, key)
-        except GraphError as exc:
-            with self.canvas:  # (a task of its own: notify needs to know the page)
-                ui.notify(f"The imported weights are gone: {exc.diagnostics[0].message}", type="warning",
-                          multi_line=True)
-            return
-        if self.weights_key == key:  # still the document's (no other load meanwhile)
-            self.weights = weights
+            return self.weights_key is not None and self.workspace.weights_path(self.weights_key).is_file()
+        except GraphError:  # a key that names no file the workspace would keep
+            return False
+
+    def imported_weights(self) -> dict:
+        """The document's imported weights, read from the workspace the first time they are needed
+        (an export: call it in a worker thread). A GraphError if it has none, or if they are gone."""
+        weights, key = self.weights, self.weights_key
+        if weights is None:
+            if key is None:
+                raise GraphError("this graph has no imported weights (open an .onnx file with weights)")
+            weights = self.workspace.load_weights(key)
+            if self.weights_key == key:  # still the document's (no other load meanwhile)
+                self.weights = weights
+        return weights
 
     def new_doc(self) -> None:
         self.load(GraphDoc(name="untitled"))
@@ -560,7 +546,8 @@ class Editor:
             return False
         self.session.doc.name = name
         self.saved_as = SavedAs(self.session.doc, name, modified)
-        self.title.text = name
+        self._mark_clean()
+        self._show_name(False)
         ui.notify(f"Saved {name} in {self.workspace.graphs_dir}", type="positive")
         return True
 
@@ -585,6 +572,7 @@ class Editor:
     def rename_graph(self, name: str) -> bool:
         """Give the graph a new name (its workspace file too, if it has one)."""
         saved = self._saved_as()
+        kept = saved is not None and not self.unsaved()  # the file holds the document: it still will
         try:
             check_name(name)
             if saved is not None and saved.name != name:
@@ -594,7 +582,9 @@ class Editor:
             ui.notify(f"Cannot rename: {exc.diagnostics[0].message}", type="warning", multi_line=True)
             return False
         self.session.doc.name = name
-        self.title.text = name
+        if kept:
+            self._mark_clean()
+        self._show_name(self.unsaved())
         return True
 
     def download_doc(self) -> None:
@@ -605,22 +595,29 @@ class Editor:
                             "application/json")
 
     def open_dialog(self) -> None:
-        """The workspace's graphs, recent first (listed once read, in a worker thread), and an upload
-        from the computer."""
+        """The workspace's graphs, recent first, after what closed tabs left unsaved (listed once read,
+        in a worker thread), and an upload from the computer."""
         with _transient_dialog() as dialog, ui.card().classes("w-[640px] max-w-full"):
             ui.label("Open").classes("text-h6")
+            left = ui.list().props("dense separator").classes("w-full max-h-48 overflow-auto").mark("open-drafts")
             listing = ui.list().props("dense separator").classes("w-full max-h-96 overflow-auto").mark("open-graphs")
             ui.label("From your computer: a graph (.json) or an ONNX model (.onnx); you can also drop one "
                      "on the canvas.").classes("text-sm mt-2")
             FileOpener(lambda name, data: self._open_upload(name, data, dialog)) \
                 .props("accept=.json,.onnx").classes("w-full").mark("open-upload")
         dialog.open()
-        background_tasks.create(self._list_graphs(listing, dialog), name="list the workspace's graphs")
+        background_tasks.create(self._list_graphs(listing, left, dialog), name="list the workspace's graphs")
 
-    async def _list_graphs(self, listing: ui.list, dialog: ui.dialog) -> None:
+    async def _list_graphs(self, listing: ui.list, left: ui.list, dialog: ui.dialog) -> None:
+        recoverable = await run.io_bound(drafts.recoverable, self.workspace, drafts_in_use()) or []
         entries = await run.io_bound(self.workspace.graphs) or []
         if listing.is_deleted:
             return  # closed meanwhile
+        if recoverable:
+            with left:
+                ui.item_label("Unsaved, from tabs closed before").props("header").classes("p-1")
+                for draft in recoverable:
+                    self._draft_row(draft, dialog)
         with listing:
             if not entries:
                 ui.label(f"No graphs in {self.workspace.graphs_dir} yet: Save puts them there.") \
@@ -642,6 +639,39 @@ class Editor:
                 ui.item_label(size).props("caption")
             with ui.item_section().props("side"):
                 ui.item_label(_ago(entry.modified)).props("caption")
+
+    def _draft_row(self, entry: DraftEntry, dialog: ui.dialog) -> None:
+        blocks = entry.payload.get("blocks")
+        with ui.item(on_click=lambda: self._open_draft(entry, dialog)).mark(f"open-draft-{entry.id}"):
+            with ui.item_section():
+                ui.item_label(entry.name).classes("font-bold")
+                ui.item_label(f"{blocks} blocks · unsaved" if isinstance(blocks, int) else "unsaved").props("caption")
+            with ui.item_section().props("side"):
+                ui.item_label(_ago(entry.time)).props("caption")
+
+    async def _open_draft(self, entry: DraftEntry, dialog: ui.dialog) -> None:
+        """Open what a closed tab left unsaved (one undoable load); this tab's draft takes it over."""
+        dialog.close()
+        with self.client:  # the page's: the closed dialog, whose row called, is gone with its slots
+            await self._adopt_draft(entry)
+
+    async def _adopt_draft(self, entry: DraftEntry) -> None:
+        if entry.id in drafts_in_use():
+            ui.notify(f"{entry.name} is open in another tab now", type="warning")
+            return
+        try:
+            draft = drafts.read(entry)
+        except GraphError as exc:
+            ui.notify(_cannot_open(entry.name, exc), type="negative", multi_line=True)
+            return
+        if not await self.open_doc(lambda: (draft.doc, None), entry.name):
+            return
+        self.saved_as = SavedAs(self.session.doc, *draft.saved_as) if draft.saved_as else None
+        self.clean.pop(id(self.session.doc), None)  # what the draft holds is saved nowhere else
+        self._show_name(True)
+        self._autosave_if_changed()
+        await drafts.written(self.draft_id)  # kept here before the closed tab's draft goes
+        await run.io_bound(self.workspace.delete_draft, entry.id)
 
     async def _open_saved(self, entry: GraphEntry, dialog: ui.dialog) -> None:
         dialog.close()
@@ -765,33 +795,65 @@ class Editor:
         if quiet and self.summary_revision != revision:
             self.summary_revision = revision
             self.refresh_summary()
-        state = self.tab_state()
-        if state != self.saved_state and self.autosave():
-            self.saved_state = state
+        self._autosave_if_changed()
         if self.tab_panels.visible and self.tab_panels.value == "python" and self.python_revision != revision:
             self.python_revision = revision
             self.refresh_python()
 
+    def _autosave_if_changed(self) -> None:
+        state = self.tab_state()
+        if state != self.saved_state and self.autosave():
+            self.saved_state = state
+
     def tab_state(self) -> tuple:
-        """What a reload restores, in brief: when it changes, the autosave runs."""
+        """What a reload restores, in brief: when it changes, the autosave runs. (A move inside an
+        opened subgraph changes only that level's revision.)"""
         saved = self._saved_as()
-        return (self.session.revision, self.session.doc.name, saved and (saved.name, saved.modified),
-                self.open_panel())
+        return (self.session.revision, id(self.current), self.current.revision, self.session.doc.name,
+                saved and (saved.name, saved.modified), self.open_panel(), self.file_viewport())
 
     def open_panel(self) -> str | None:
         """The bottom drawer's tab, when the drawer is open."""
         return self.tab_panels.value if self.tab_panels.visible else None
 
+    def file_viewport(self) -> dict[str, float] | None:
+        """The file's pan and zoom (what a reload shows): the canvas's while it shows the file, else
+        as they were when a subgraph was opened."""
+        return self.canvas.viewport if self.current is self.session else self.file_view
+
     def autosave(self) -> bool:
-        """Keep in the tab's storage what a reload restores; False when the tab is not connected (yet)."""
-        saved = self._saved_as()
-        try:
-            app.storage.tab[AUTOSAVE_KEY] = dumps(self.session.doc)
-            app.storage.tab[TAB_KEY] = {"saved_as": [saved.name, saved.modified] if saved else None,
-                                        "panel": self.open_panel()}
-        except RuntimeError:
+        """Write the tab's draft (in a worker thread) and keep its id in the tab's storage; refresh
+        the unsaved mark. False when the page is not connected: not yet, or no more (a reload's new
+        page has the draft now)."""
+        if not self.client.has_socket_connection:
             return False
+        app.storage.tab[drafts.DRAFT_KEY] = self.draft_id
+        text = dumps(self.session.doc)
+        unsaved = self.unsaved(text)
+        self._show_name(unsaved)
+        saved = self._saved_as()
+        drafts.write(self.workspace, self.draft_id, drafts.payload(
+            self.session.doc, text, saved_as=saved and (saved.name, saved.modified), panel=self.open_panel(),
+            viewport=self.file_viewport(), unsaved=unsaved))
         return True
+
+    def unsaved(self, text: str | None = None) -> bool:
+        """Whether the document differs from what it was when last saved, opened or loaded (``text``:
+        its JSON, when at hand). A document that came unsaved (in a draft) stays so until saved."""
+        clean = self.clean.get(id(self.session.doc))
+        if clean is None or clean[0] is not self.session.doc:
+            return True
+        return clean[1] != (dumps(self.session.doc) if text is None else text)
+
+    def _mark_clean(self, doc: GraphDoc | None = None) -> None:
+        """``doc`` (the document on screen) as it is now is kept somewhere: it has no unsaved changes."""
+        doc = self.session.doc if doc is None else doc
+        self.clean[id(doc)] = (doc, dumps(doc))
+
+    def _show_name(self, unsaved: bool) -> None:
+        """The graph's name in the title, with the unsaved mark (•) while it has unsaved changes."""
+        self.title.text = self.session.doc.name
+        self.unsaved_mark.set_visibility(unsaved)
 
     # ----------------------------------------------------------------- export
     def export(self, fmt: str) -> None:
@@ -804,6 +866,12 @@ class Editor:
             self.open_drawer("problems")
             return
         export_dialog(self, fmt)
+
+
+def drafts_in_use(but_tab: str | None = None) -> set[str]:
+    """The drafts of the tabs open now (a closed tab's page has lost its connection), but those of the
+    browser tab ``but_tab`` (its page from before a reload, on its way out)."""
+    return {e.draft_id for e in list(EDITORS.values()) if e.client.tab_id not in (None, but_tab)}
 
 
 def _transient_dialog() -> ui.dialog:
@@ -897,9 +965,6 @@ CSS = """
 .q-page { position: relative; }
 .nicegui-content { padding: 0; }
 .nc-drawer { height: 260px; overflow: auto; }
-.nc-palette-section { border-left: 4px solid transparent; }  /* its colour: the category's, set on each */
-.nc-palette-tip { white-space: pre-line; font-size: 12px; max-width: 340px; line-height: 1.45; }
-.nc-palette-item { cursor: grab; min-height: 28px; font-family: ui-monospace, monospace; font-size: 12px; }
 .nc-problem:hover { background: #f1f5f9; }
 .nc-crumbs { position: absolute; top: 8px; left: 12px; z-index: 10; background: rgba(255, 255, 255, 0.92);
   border: 1px solid #cbd2d9; border-radius: 6px; padding: 2px 8px; font-size: 13px; }

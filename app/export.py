@@ -55,11 +55,8 @@ def export_dialog(editor: Editor, fmt: str = "python", weights: str | None = Non
             downloads.clear()
             status.classes(remove="text-red-8")
             status.text = "Exporting" + (" and checking against onnxruntime…" if kind.value == "onnx" else "…")
-            choice = source.value or FRESH
-            imported = w.imported(editor.weights, editor.session.doc.name) \
-                if choice == IMPORTED and editor.weights is not None else None
             try:
-                result = await run.io_bound(_export, EXPORTERS[kind.value], doc, choice, imported)
+                result = await run.io_bound(_export, EXPORTERS[kind.value], doc, source.value or FRESH, editor)
             except GraphError as exc:
                 status.text = f"Export failed: {exc}"
                 status.classes("text-red-8")
@@ -82,13 +79,17 @@ def export_dialog(editor: Editor, fmt: str = "python", weights: str | None = Non
     dialog.open()
 
 
-def _export(exporter, doc: GraphDoc, choice: str, imported: w.Weights | None) -> Exported:
+def _export(exporter, doc: GraphDoc, choice: str, editor: Editor) -> Exported:
     """Read the chosen weights (``choice``: a ``weight_choices`` key) and export, in a worker
-    thread: both may take seconds."""
-    if imported is None and choice != FRESH:  # a run's checkpoint: named after the run
+    thread: both may take seconds (imported weights are read here the first time)."""
+    if choice == FRESH:
+        weights = w.FRESH
+    elif choice == IMPORTED:
+        weights = w.imported(editor.imported_weights(), editor.session.doc.name)
+    else:  # a run's checkpoint: named after the run
         checkpoint = Path(choice)
-        imported = w.read_weights(checkpoint.parent, checkpoint.stem)
-    return exporter(doc, imported or w.FRESH)
+        weights = w.read_weights(checkpoint.parent, checkpoint.stem)
+    return exporter(doc, weights)
 
 
 def export_python(doc: GraphDoc, weights: w.Weights) -> Exported:

@@ -55,7 +55,7 @@ def weight_choices(editor: Editor, graph: str, imported: bool = True) -> dict[st
     """The weights a model of ``graph`` can start from or be exported with: fresh, the tab's
     imported ones (when it has them and ``imported``), each of the graph's runs' best and last."""
     choices = {FRESH: "fresh (random) weights"}
-    if imported and editor.weights is not None:
+    if imported and editor.has_imported_weights():
         choices[IMPORTED] = "imported weights (from the opened ONNX file)"
     for entry in runs_of(editor, graph):
         for checkpoint in ("best", "last"):
@@ -172,7 +172,7 @@ class TrainPanel:
     def prepare(self) -> None:
         """Called when a document is opened: guess the task it is made for; offer its runs' weights."""
         try:
-            self.task.value = guess_task(self.editor.session.doc)
+            self.task.value = guess_task(self.editor.session.doc, self.editor.session.analysis)
         except GraphError:
             pass
         self.refresh_choices()

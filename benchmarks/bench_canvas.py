@@ -70,12 +70,16 @@ def serve(graph: str) -> tuple[subprocess.Popen, str]:
     env = os.environ | {"NETCANVAS_GRAPH": graph, "NETCANVAS_PORT": str(port)}
     process = subprocess.Popen([sys.executable, str(ROOT / "app" / "main.py")], env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
+    return process, listening(process, port)
+
+
+def listening(process: subprocess.Popen, port: int) -> str:
+    """The URL of the server ``process`` starts, once it accepts connections on ``port``."""
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, url
+            return f"http://127.0.0.1:{port}/"
         except OSError:
             time.sleep(0.2)
     process.kill()

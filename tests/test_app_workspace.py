@@ -1,16 +1,19 @@
-"""The editor's workspace: save under a name, open the workspace's graphs, loads that undo, and a
-tab reload that brings back the graph, its imported weights and its open panel (NiceGUI's
-simulated user; the canvas's events are triggered as the browser sends them)."""
+"""The editor's workspace: save under a name, open the workspace's graphs, loads that undo, a
+tab reload that brings back the graph, its imported weights, its open panel and its view, a new tab
+that brings back what a closed tab left unsaved, and the title's unsaved mark (NiceGUI's simulated
+user; the canvas's events are triggered as the browser sends them)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi import HTTPException
 from nicegui import app, ui
 from nicegui.elements.upload_files import SmallFileUpload
@@ -19,7 +22,10 @@ from nicegui.testing.user_interaction import UserInteraction
 from test_app_user import SLOW, open_editor, select, tiny_onnx
 
 import graphcore as gc
+from app import drafts
+from app.drafts import DRAFT_KEY
 from app.editor import EDITORS, Editor
+from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc, dumps, loads
 from graphcore.editing.session import EditSession
 from graphcore.runtime.workspace import Workspace
@@ -210,21 +216,44 @@ async def test_reload_after_opening_an_onnx_model_keeps_its_weights(user: User, 
     await open_editor(user)
     editor = editor_of(user)
     assert [n.type for n in editor.session.doc.nodes] == ["input", "linear", "relu", "output"]
-    for _ in range(SLOW):  # read back in a worker thread once the page is up
-        if editor.weights is not None:
+    assert editor.weights is None and editor.has_imported_weights()  # kept, but not read to show the page
+    user.find("export-python").click()  # the export reads them
+    await user.should_see(marker="export-weights")
+    user.find("export-weights").click()
+    user.find("imported weights (from the opened ONNX file)").click()
+    user.find("export-go").click()
+    await user.should_see("with imported weights from tiny", retries=100)
+    for _ in range(SLOW):
+        if len(user.download.http_responses) >= 2:  # the .py and its .pt
             break
         await asyncio.sleep(0.1)
-    assert editor.weights["fc.weight"][2, 3].item() == pytest.approx(1.1)
+    exported = torch.load(io.BytesIO(user.download.http_responses[-1].content), weights_only=True)
+    assert exported["fc.weight"][2, 3].item() == pytest.approx(1.1)
+    assert editor.weights is not None  # read once, for the next export too
     user.find("new").click()
     await user.should_see(marker="doc-name", content="untitled")
-    assert editor.weights is None  # the new graph has none...
+    assert editor.weights is None and not editor.has_imported_weights()  # the new graph has none...
     user.find("undo").click()
     await user.should_see(marker="doc-name", content="tiny")
-    for _ in range(SLOW):  # ...and undo brings them back with the graph
-        if editor.weights is not None:
-            break
-        await asyncio.sleep(0.1)
-    assert editor.weights is not None
+    assert editor.has_imported_weights()  # ...and undo brings them back with the graph
+    assert editor.imported_weights()["fc.weight"][2, 3].item() == pytest.approx(1.1)
+
+
+async def test_a_reload_says_when_the_imported_weights_are_gone(user: User, workspace: Workspace):
+    await open_editor(user)
+    user.find("open").click()
+    upload = next(iter(user.find("open-upload").elements))
+    await upload.handle_uploads([SmallFileUpload("tiny.onnx", "application/octet-stream", tiny_onnx())])
+    await user.should_see("Opened tiny.onnx with its weights", retries=100)
+    await autosaved(user)
+    for kept in (workspace.root / ".netcanvas" / "weights").glob("*.pt"):
+        kept.unlink()
+    await open_editor(user)
+    await user.should_see("The imported weights are gone")
+    editor = editor_of(user)
+    assert not editor.has_imported_weights()
+    with pytest.raises(GraphError, match="no saved weights"):
+        editor.imported_weights()
 
 
 async def test_reload_keeps_the_open_panel(user: User):
@@ -285,3 +314,141 @@ async def test_an_onnx_model_named_at_start_opens_with_its_weights(onnx_at_start
     editor = editor_of(user)
     assert [n.type for n in editor.session.doc.nodes] == ["input", "linear", "relu", "output"]
     assert editor.weights["fc.weight"][2, 3].item() == pytest.approx(1.1)
+
+
+# --- drafts: a reload, a closed tab, the unsaved mark -----------------------------------------
+
+def closed_tab(workspace: Workspace, draft_id: str, doc: GraphDoc, *, unsaved: bool = True, age: float = 0.0,
+               viewport: dict | None = None) -> None:
+    """The draft a tab closed ``age`` seconds ago left in the workspace."""
+    state = drafts.payload(doc, dumps(doc), saved_as=None, panel=None, viewport=viewport, unsaved=unsaved)
+    workspace.save_draft(draft_id, {**state, "time": state["time"] - age})
+
+
+async def edit_f6(user: User) -> None:
+    await select(user, "f6")
+    user.find("param-out_features").clear().type("50")
+
+
+async def until(condition, what: str) -> None:
+    for _ in range(SLOW):
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(what)
+
+
+async def test_the_tab_draft_is_kept_in_the_workspace(user: User, workspace: Workspace):
+    await open_editor(user)
+    editor = editor_of(user)
+    await edit_f6(user)
+    await autosaved(user)
+    await drafts.written(editor.draft_id)
+    entry = workspace.load_draft(editor.draft_id)
+    assert entry.unsaved and entry.name == "lenet5"
+    assert loads(entry.payload["document"]).node("f6").params == {"out_features": 50}
+    with user.client.layout:
+        assert app.storage.tab[DRAFT_KEY] == editor.draft_id  # the tab keeps the id, the workspace the rest
+        assert "out_features" not in json.dumps(dict(app.storage.tab))
+    await open_editor(user)  # a reload
+    assert editor_of(user).draft_id == editor.draft_id
+    assert editor_of(user).session.doc.node("f6").params == {"out_features": 50}
+    await user.should_see(marker="unsaved")  # still unsaved after the reload
+
+
+async def test_a_new_tab_brings_back_what_closed_tabs_left_unsaved(user: User, workspace: Workspace):
+    older = gc.template("autoencoder").model_copy(update={"name": "older"})
+    newer = EditSession(GraphDoc(name="newer"))
+    newer.add_node("input", params={"shape": [4]})
+    view = {"x": 10.0, "y": 20.0, "zoom": 0.5}
+    closed_tab(workspace, "closed-1", older, age=60)
+    closed_tab(workspace, "closed-2", newer.doc, age=30, viewport=view)
+    closed_tab(workspace, "closed-clean", gc.template("vgg11"), unsaved=False)  # the newest, but nothing to lose
+    await open_editor(user)
+    await user.should_see("Restored unsaved graph 'newer' from a closed tab (Open lists 1 more)")
+    editor = editor_of(user)
+    assert editor.draft_id == "closed-2"  # the tab owns that draft now
+    assert [n.id for n in editor.session.doc.nodes] == ["input_1"]
+    assert editor.canvas.viewport == view == editor.canvas.props["graph"]["viewport"]  # its view, not a fit
+    await user.should_see(marker="unsaved")
+    user.find("open").click()
+    await user.should_see(marker="open-draft-closed-1")
+    await user.should_not_see(marker="open-draft-closed-2")  # this tab's
+    await user.should_not_see(marker="open-draft-closed-clean")
+    user.find("open-draft-closed-1").click()
+    await user.should_see(marker="doc-name", content="older")
+    await until(lambda: not (workspace.drafts_dir / "closed-1.json").exists(), "the closed tab's draft stays")
+    kept = workspace.load_draft("closed-2")  # this tab's draft holds it now
+    assert kept.name == "older" and kept.unsaved
+    assert len(loads(kept.payload["document"]).nodes) == len(older.nodes)
+    await user.should_see(marker="unsaved")
+    user.find("undo").click()  # opening it was one step
+    await user.should_see(marker="doc-name", content="newer")
+
+
+async def test_the_graph_named_at_start_opens_when_no_closed_tab_left_changes(user: User, workspace: Workspace):
+    closed_tab(workspace, "closed-clean", gc.template("vgg11"), unsaved=False)
+    (workspace.drafts_dir / "torn.json").write_text('{"format": "netcanvas.draft"')
+    closed_tab(workspace, "old-clean", gc.template("vgg11"), unsaved=False, age=2 * 24 * 3600)
+    await open_editor(user)
+    editor = editor_of(user)
+    assert editor.session.doc.name == "lenet5" and editor.draft_id not in {"closed-clean", "torn"}
+    assert not any("Restored" in m for m in user.notify.messages)
+    assert not (workspace.drafts_dir / "old-clean.json").exists()  # pruned when listed
+    await user.should_not_see(marker="unsaved")  # a template as it comes: nothing unsaved
+
+
+async def test_a_damaged_draft_on_reload_starts_the_tab_afresh(user: User, workspace: Workspace):
+    await open_editor(user)
+    editor = editor_of(user)
+    await edit_f6(user)
+    await autosaved(user)
+    await drafts.written(editor.draft_id)
+    workspace.draft_path(editor.draft_id).write_text("{ torn")
+    await open_editor(user)
+    assert editor_of(user).session.doc.node("f6").params == {"out_features": 84}  # lenet5 as it comes
+
+
+async def test_the_unsaved_mark_shows_after_an_edit_and_clears_on_save(user: User, workspace: Workspace):
+    await open_editor(user)
+    await user.should_not_see(marker="unsaved")
+    await edit_f6(user)
+    await user.should_see(marker="unsaved", retries=SLOW)
+    user.find("save").click()
+    await user.should_see(marker="save-name")
+    user.find("save-name").clear().type("mine")
+    user.find("save-ok").click()
+    await user.should_see("Saved mine")
+    await user.should_not_see(marker="unsaved")
+    user.find("undo").click()  # the document differs from the file again...
+    await user.should_see(marker="unsaved", retries=SLOW)
+    user.find("redo").click()  # ...and is the same again
+    await user.should_not_see(marker="unsaved", retries=SLOW)
+    user.find("doc-name").click()  # renaming a saved graph renames its file: still nothing unsaved
+    user.find("graph-name").clear().type("yours")
+    user.find("graph-ok").click()
+    await user.should_see(marker="doc-name", content="yours")
+    await user.should_not_see(marker="unsaved", retries=SLOW)
+    user.find("new").click()  # a load as it comes
+    await user.should_see(marker="doc-name", content="untitled")
+    await user.should_not_see(marker="unsaved", retries=SLOW)
+    user.find("undo").click()  # the saved graph again, as saved
+    await user.should_see(marker="doc-name", content="yours")
+    await user.should_not_see(marker="unsaved", retries=SLOW)
+
+
+async def test_reload_restores_the_view_and_a_new_document_is_fitted(user: User):
+    await open_editor(user)
+    view = {"x": -120.5, "y": 33.25, "zoom": 0.6}
+    user.find("canvas").trigger("viewport", {**view, "zoom": 0.6000000001})
+    user.find("canvas").trigger("viewport", {"x": "far", "y": 0, "zoom": 1})  # not a viewport: ignored
+    user.find("canvas").trigger("viewport", {"x": 0, "y": 0, "zoom": float("inf")})
+    assert editor_of(user).canvas.viewport == view
+    await autosaved(user)
+    await open_editor(user)
+    canvas = editor_of(user).canvas
+    assert canvas.props["graph"]["viewport"] == view == canvas.viewport
+    user.find("templates").click()
+    user.find("template-vgg11").click()
+    await user.should_see(marker="doc-name", content="vgg11")
+    assert canvas.props["graph"]["viewport"] is None  # fitted anew

@@ -192,6 +192,25 @@ def test_question_mark_lists_the_shortcuts(page):
     assert not screen.selenium.find_elements(By.CSS_SELECTOR, ".nc-keys")
 
 
+def palette_items(screen) -> list[str]:
+    return [e.text for e in screen.selenium.find_elements(By.CSS_SELECTOR, ".nc-palette-item")]
+
+
+def test_the_palette_search_filters_in_the_page_and_opens_the_sections(page):
+    screen = page
+    assert "conv2d" in palette_items(screen) and "tanh" not in palette_items(screen)  # Activations is closed
+    search = screen.selenium.find_element(By.CSS_SELECTOR, ".q-drawer--left input")
+    search.send_keys("tanh")  # a block's name or a word of its doc: mish's mentions tanh
+    screen.wait_for(lambda: palette_items(screen) == ["mish", "tanh"])  # their section opens while searching
+    assert not screen.selenium.find_elements(By.CSS_SELECTOR, '[data-section="conv"]')  # no match: hidden
+    search.send_keys(Keys.CONTROL, "a")
+    search.send_keys(Keys.BACKSPACE)
+    screen.wait_for(lambda: "conv2d" in palette_items(screen) and "tanh" not in palette_items(screen))
+    screen.selenium.find_element(By.XPATH, "//div[contains(@class, 'q-item')][normalize-space() = 'Activations']") \
+        .click()
+    screen.wait_for(lambda: "tanh" in palette_items(screen))
+
+
 def test_the_palette_tooltip_tells_ports_and_params(page):
     screen = page
     search = screen.selenium.find_element(By.CSS_SELECTOR, ".q-drawer--left input")

@@ -162,17 +162,18 @@ async def test_a_new_input_block_shows_its_default_shape(user):
     from app.editor import EDITORS
 
     await open_and_select(user, "x")
-    user.find("palette-input").click()
+    user.find("palette").trigger("add", "input")
     editor = EDITORS[user.client.id]
     assert editor.inspector.node_id == "input_1"
     assert shown(user, "param-shape") == "1, 28, 28"
 
 
 async def test_each_palette_item_has_the_tooltip_of_its_block(user):
-    from nicegui import ui
+    from app import palette
 
     await user.open("/")
     await user.should_see(marker="canvas", retries=30)
-    tips = {t.text for t in user.find(kind=ui.tooltip).elements}
-    for spec in blocks.all_specs():
-        assert forms.tooltip(spec) in tips, spec.type
+    sections = next(iter(user.find("palette").elements)).props["sections"]
+    tips = {block["type"]: block["tip"] for section in sections for block in section["blocks"]}
+    assert tips == {spec.type: forms.tooltip(spec) for spec in blocks.all_specs()}
+    assert palette.sections() is palette.sections()  # made once, not for each page

@@ -23,10 +23,10 @@ from train_graphs import one_thread, tiny_classifier  # noqa: F401
 import graphcore as gc
 from graphcore.cli.main import main as netcanvas
 from graphcore.core.diagnostics import GraphError
-from graphcore.core.document import GraphDoc, Node
+from graphcore.core.document import GraphDoc, Node, dumps, loads
 from graphcore.runtime.config import TrainConfig
 from graphcore.runtime.train import Trainer
-from graphcore.runtime.workspace import NAME_RULE, VANISHED, Workspace, timestamp, write_status
+from graphcore.runtime.workspace import DRAFT_AGE, DRAFT_LIMIT, NAME_RULE, VANISHED, Workspace, timestamp, write_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = sys.modules["graphcore.cli.main"]  # the module (graphcore.cli.main the attribute is its main function)
@@ -158,6 +158,118 @@ def test_imported_weights_round_trip_by_key(ws: Workspace):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(GraphError, match="cannot read the saved weights"):
         ws.load_weights(key)
+
+
+# --- drafts -----------------------------------------------------------------------------------
+
+def draft(name: str = "mine", *, unsaved: bool = True, age: float = 0.0) -> dict:
+    """A payload as the editor writes it, last written ``age`` seconds ago."""
+    return {"document": dumps(tiny_classifier()), "name": name, "unsaved": unsaved, "time": time.time() - age,
+            "viewport": {"x": 12.5, "y": -40.0, "zoom": 0.8}, "panel": "train"}
+
+
+def test_a_draft_round_trips_and_drafts_list_newest_first(ws: Workspace):
+    first = draft("first", age=10)
+    path = ws.save_draft("tab-1", first)
+    assert path == ws.root / ".netcanvas" / "drafts" / "tab-1.json"
+    ws.save_draft("tab_2", draft("second", unsaved=False))
+    assert not [p for p in ws.drafts_dir.iterdir() if p.name.startswith(".")]  # no temp file left
+    entry = Workspace(ws.root).load_draft("tab-1")  # after a restart
+    assert (entry.id, entry.name, entry.unsaved, entry.time) == ("tab-1", "first", True, first["time"])
+    assert entry.payload["viewport"] == {"x": 12.5, "y": -40.0, "zoom": 0.8} and entry.payload["panel"] == "train"
+    assert loads(entry.payload["document"]).nodes == tiny_classifier().nodes
+    assert [d.id for d in ws.drafts()] == ["tab_2", "tab-1"]  # newest first
+    ws.save_draft("tab-1", draft("first, edited"))  # the same tab again: replaced
+    assert [(d.id, d.name) for d in ws.drafts()] == [("tab-1", "first, edited"), ("tab_2", "second")]
+    ws.delete_draft("tab-1")
+    ws.delete_draft("tab-1")  # gone already: no error
+    assert [d.id for d in ws.drafts()] == ["tab_2"]
+    with pytest.raises(GraphError, match="no draft 'tab-1'"):
+        ws.load_draft("tab-1")
+
+
+def test_a_damaged_draft_is_skipped_not_a_crash(ws: Workspace, tmp_path: Path):
+    ws.save_draft("good", draft())
+    (ws.drafts_dir / "torn.json").write_text('{"format": "netcanvas.draft", "document": "{')
+    (ws.drafts_dir / "foreign.json").write_text(json.dumps(draft()))  # no format: not written by save_draft
+    lacking = {**draft(), "format": "netcanvas.draft"}
+    del lacking["unsaved"]
+    (ws.drafts_dir / "lacking.json").write_text(json.dumps(lacking))
+    (ws.drafts_dir / "list.json").write_text("[1, 2]")
+    (ws.drafts_dir / "bad name.json").write_text((ws.drafts_dir / "good.json").read_text())
+    (ws.drafts_dir / "deep.json").write_text("[" * 100_000)
+    (tmp_path / "elsewhere.json").write_text((ws.drafts_dir / "good.json").read_text())
+    (ws.drafts_dir / "linked.json").symlink_to(tmp_path / "elsewhere.json")
+    assert [d.id for d in ws.drafts()] == ["good"]
+    for name, reason in (("torn", "not a NetCanvas draft"), ("foreign", "not a NetCanvas draft"),
+                         ("lacking", "no readable unsaved"), ("linked", "outside the workspace")):
+        with pytest.raises(GraphError, match=reason):
+            ws.load_draft(name)
+
+
+@pytest.mark.parametrize("draft_id", ["../outside", "a/b", "", "x" * 129, "a.b", "tab 1", None])
+def test_a_draft_id_is_checked(ws: Workspace, draft_id):
+    for attempt in (lambda: ws.save_draft(draft_id, draft()), lambda: ws.load_draft(draft_id),
+                    lambda: ws.delete_draft(draft_id)):
+        with pytest.raises(GraphError, match="draft id .* is not allowed"):
+            attempt()
+    assert not (ws.root / "outside.json").exists() and not (ws.root / ".netcanvas" / "outside.json").exists()
+
+
+def test_a_payload_that_could_not_be_read_back_is_refused(ws: Workspace):
+    for broken in ({**draft(), "unsaved": "yes"}, {**draft(), "time": float("nan")}, {"name": "x"},
+                   {**draft(), "viewport": object()}):
+        with pytest.raises(ValueError):
+            ws.save_draft("tab", broken)
+    assert ws.drafts() == []
+
+
+def test_pruning_keeps_what_someone_may_miss(ws: Workspace):
+    ws.save_draft("fresh-clean", draft(unsaved=False, age=3600))
+    ws.save_draft("old-clean", draft(unsaved=False, age=DRAFT_AGE + 60))
+    ws.save_draft("old-unsaved", draft(unsaved=True, age=30 * DRAFT_AGE))
+    ws.save_draft("open-tab", draft(unsaved=False, age=DRAFT_AGE + 60))  # an open tab's, untouched for a day
+    (ws.drafts_dir / "fresh-torn.json").write_text("{")
+    (ws.drafts_dir / "old-torn.json").write_text("{")
+    past = time.time() - DRAFT_AGE - 60
+    os.utime(ws.drafts_dir / "old-torn.json", (past, past))
+    left = ws.prune_drafts(keep={"open-tab"})
+    assert [d.id for d in left] == ["fresh-clean", "open-tab", "old-unsaved"]  # newest first
+    assert sorted(p.stem for p in ws.drafts_dir.glob("*.json")) == ["fresh-clean", "fresh-torn", "old-unsaved",
+                                                                     "open-tab"]
+
+
+def test_pruning_keeps_at_most_the_limit_unsaved_ones_first(ws: Workspace):
+    for n in range(DRAFT_LIMIT + 10):  # newest: n = 0
+        ws.save_draft(f"d{n}", draft(unsaved=n % 2 == 1, age=n))
+    left = ws.prune_drafts(keep={f"d{DRAFT_LIMIT + 9}"})  # the oldest, but an open tab's
+    ids = {d.id for d in left}
+    assert len(ids) == DRAFT_LIMIT == len(list(ws.drafts_dir.glob("*.json")))
+    unsaved = {f"d{n}" for n in range(1, DRAFT_LIMIT + 10, 2)}
+    assert unsaved <= ids  # all 30 unsaved ones stay (the open tab's among them)...
+    assert ids - unsaved == {f"d{n}" for n in range(0, 2 * (DRAFT_LIMIT - 30), 2)}  # ...and the newest clean ones
+
+
+def test_drafts_are_never_written_or_removed_outside_the_workspace(tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / ".netcanvas").mkdir()
+    (root / ".netcanvas" / "drafts").symlink_to(outside)
+    ws = Workspace(root)
+    (outside / "theirs.json").write_text(json.dumps({**draft(unsaved=False, age=2 * DRAFT_AGE),
+                                                     "format": "netcanvas.draft"}))  # a draft, old and clean
+    (outside / "old.json").write_text("{")
+    past = time.time() - 2 * DRAFT_AGE
+    os.utime(outside / "old.json", (past, past))
+    before = files_under(outside)
+    with pytest.raises(GraphError, match="outside the workspace"):
+        ws.save_draft("mine", draft())
+    with pytest.raises(GraphError, match="outside the workspace"):
+        ws.delete_draft("old")
+    assert ws.drafts() == [] and ws.prune_drafts() == []
+    assert files_under(outside) == before
 
 
 # --- runs -----------------------------------------------------------------------------------

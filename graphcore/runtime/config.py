@@ -157,8 +157,9 @@ class GraphIO:
     outputs: list[tuple[int, ...]]
 
     @classmethod
-    def of(cls, doc: GraphDoc) -> GraphIO:
-        analysis = Analysis(doc)
+    def of(cls, doc: GraphDoc, analysis: Analysis | None = None) -> GraphIO:
+        """``doc``'s inputs and outputs (``analysis``: its analysis, if at hand); a GraphError if it has errors."""
+        analysis = analysis or Analysis(doc)
         problems = errors(analysis.diagnostics)
         if problems:
             raise GraphError(problems)
@@ -217,9 +218,10 @@ def check_task(doc: GraphDoc, task: str, dataset: Dataset | None = None) -> Grap
     return io_
 
 
-def guess_task(doc: GraphDoc) -> Task:
-    """The task a graph looks made for: a timestep input -> diffusion; output = input -> reconstruct."""
-    io_ = GraphIO.of(doc)
+def guess_task(doc: GraphDoc, analysis: Analysis | None = None) -> Task:
+    """The task a graph looks made for: a timestep input -> diffusion; output = input -> reconstruct.
+    ``analysis``: the graph's analysis, where one is at hand (an editor's), not to analyse it again."""
+    io_ = GraphIO.of(doc, analysis)
     if len(io_.inputs) == 2 and any(shape == () for _, shape, _ in io_.inputs):
         return "diffusion"
     if len(io_.inputs) == 1 and io_.outputs and io_.outputs[0] == io_.inputs[0][1]:

@@ -4,12 +4,14 @@
     ws.save_graph("mnist-cnn", doc)                        # graphs/mnist-cnn.json, atomically
     [g.name for g in ws.graphs()]                          # recent first
     [(r.name, r.status, r.best) for r in ws.runs()]        # runs/*: running | finished | ... | unreadable
+    ws.save_draft(tab_id, payload)                         # an editor tab's draft (see below)
 
 Layout::
 
     ROOT/graphs/NAME.json           graphs saved under a name the user typed
     ROOT/runs/NAME/                 run folders (see graphcore.runtime.train), each with status.json
     ROOT/.netcanvas/weights/KEY.pt  imported weights (an opened .onnx's), KEY = sha256 of their source
+    ROOT/.netcanvas/drafts/ID.json  each editor tab's draft: what a reload, or a new tab after a closed one, restores
 
 Nothing is ever written outside ROOT: every path is resolved (links followed) and checked to lie
 inside it before anything is written, so a ``graphs`` link pointing elsewhere is refused, not
@@ -18,6 +20,11 @@ followed. Every write goes through a temp file and a rename (``write_atomic``).
 A run's state lives in ``runs/NAME/status.json`` (``{"status", "pid", "device", "started", "ended",
 "message"}``), which the Trainer writes through ``write_status`` when it starts and when it ends.
 A "running" status whose process is gone reads as "failed", so a killed job never stays "running".
+
+A draft is the editor's (``app.drafts`` fills it): a JSON object holding the document's JSON text
+("document"), its "name", whether it has "unsaved" changes (kept nowhere else) and the "time" it
+was written, besides whatever else the editor keeps (the view, the open panel). A damaged draft is
+skipped, never a crash; ``prune_drafts`` removes the ones nobody will miss.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +62,11 @@ TRAINER_STATUS = {"finished": "finished", "time_limit": "finished", "stopped": "
 """The status a run folder records for each way ``Trainer.fit`` can end (``TrainResult.status``)."""
 VANISHED = "the process ended without saying why"
 PID_SLACK = 5.0  # seconds: a process begun this long after its run's start time is another one with the same pid
+DRAFT_FORMAT = "netcanvas.draft"  # every draft file says so: another JSON file in drafts/ is not one
+DRAFT_AGE = 24 * 3600.0
+"""Seconds a draft with nothing unsaved (or a damaged one) is kept after it was last written."""
+DRAFT_LIMIT = 50
+"""The most drafts kept: beyond it the oldest go, those with nothing unsaved first."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,20 @@ class RunEntry:
     started: str | None = None
     message: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class DraftEntry:
+    """One tab's draft, ``.netcanvas/drafts/ID.json``: the ``payload`` as the editor saved it, and
+    what the workspace reads from it: the graph's ``name``, whether it holds ``unsaved`` changes,
+    and the ``time`` it was written (seconds since the epoch)."""
+
+    id: str
+    path: Path
+    name: str
+    unsaved: bool
+    time: float
+    payload: dict[str, Any] = field(repr=False, compare=False)
 
 
 # ------------------------------------------------------------------ names and paths
@@ -133,6 +160,7 @@ class Workspace:
         self.graphs_dir = self.root / "graphs"
         self.runs_dir = self.root / "runs"
         self.weights_dir = self.root / ".netcanvas" / "weights"
+        self.drafts_dir = self.root / ".netcanvas" / "drafts"
         self._graph_cache: dict[tuple[str, int, int], GraphEntry] = {}
 
     def __repr__(self) -> str:
@@ -253,9 +281,94 @@ class Workspace:
 
     def weights_path(self, key: str) -> Path:
         """Where the weights ``key`` are kept, checked inside ROOT."""
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
-            raise GraphError(f"weights key {key!r} is not allowed: use letters, digits, '-' and '_' (a sha256)")
-        return self._inside(self.weights_dir / f"{key}.pt")
+        return self._inside(self.weights_dir / f"{_check_key(key, 'weights key')}.pt")
+
+    # ---------------------------------------------------------------- drafts
+    def save_draft(self, draft_id: str, payload: dict[str, Any]) -> Path:
+        """Keep a tab's draft (see the module's notes for ``payload``) in ``.netcanvas/drafts/ID.json``,
+        atomically; a payload that could not be read back is refused (ValueError)."""
+        path = self.draft_path(draft_id)
+        _draft_entry(draft_id, path, payload)
+        try:
+            data = json.dumps({**payload, "format": DRAFT_FORMAT}).encode()  # ASCII: any text survives
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"draft {draft_id!r} cannot be written as JSON: {exc}") from None
+        self._make_dir(self.drafts_dir)
+        write_atomic(path, data)
+        return path
+
+    def load_draft(self, draft_id: str) -> DraftEntry:
+        """The draft ``draft_id``; a GraphError (one line) if it is gone or damaged."""
+        path = self.draft_path(draft_id)
+        if not path.is_file():
+            raise GraphError(f"no draft {draft_id!r} in {self.drafts_dir}")
+        try:
+            return self._read_draft(path)
+        except ValueError as exc:
+            raise GraphError(f"{path}: a damaged draft: {exc}") from None
+
+    def drafts(self) -> list[DraftEntry]:
+        """Every readable draft, most recently written first; a damaged one is skipped."""
+        return _newest_first(self._scan_drafts()[0])
+
+    def delete_draft(self, draft_id: str) -> None:
+        """Remove a draft; one that is gone already is no error."""
+        path = self.draft_path(draft_id)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise GraphError(f"{path}: cannot delete: {exc.strerror or exc}") from None
+
+    def prune_drafts(self, keep: Collection[str] = (), now: float | None = None) -> list[DraftEntry]:
+        """Remove the drafts nobody will miss: one with nothing unsaved, or a damaged one, last written
+        more than ``DRAFT_AGE`` ago; then, beyond ``DRAFT_LIMIT``, the oldest (those with nothing
+        unsaved first). The drafts in ``keep`` (open tabs') stay. Returns the drafts left, newest first."""
+        now = time.time() if now is None else now
+        readable, damaged = self._scan_drafts()
+        old = now - DRAFT_AGE
+        kept = [d for d in readable if d.id in keep]
+        wanted = [d for d in readable if d.id not in keep and (d.unsaved or d.time >= old)]
+        wanted.sort(key=lambda d: (d.unsaved, d.time), reverse=True)  # the first ones stay
+        left = kept + wanted[:max(0, DRAFT_LIMIT - len(kept))]
+        doomed = {d.path for d in readable} - {d.path for d in left}
+        doomed |= {path for path in damaged if (_mtime(path) or now) < old}
+        for path in doomed:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # housekeeping: a file that will not go is tried again next time
+                continue
+        return _newest_first(left)
+
+    def draft_path(self, draft_id: str) -> Path:
+        """Where the draft ``draft_id`` is (or would be) kept, checked inside ROOT."""
+        return self._inside(self.drafts_dir / f"{_check_key(draft_id, 'draft id')}.json")
+
+    def _scan_drafts(self) -> tuple[list[DraftEntry], list[Path]]:
+        """The drafts in ``drafts/``: those that read, and the damaged files."""
+        if not self._is_inside(self.drafts_dir) or not self.drafts_dir.is_dir():
+            return [], []
+        readable: list[DraftEntry] = []
+        damaged: list[Path] = []
+        for path in self.drafts_dir.glob("*.json"):
+            if path.name.startswith("."):  # a write under way (write_atomic's temp file)
+                continue
+            try:
+                readable.append(self._read_draft(path))
+            except ValueError:
+                damaged.append(path)
+        return readable, damaged
+
+    def _read_draft(self, path: Path) -> DraftEntry:
+        """The draft in ``path``; a ValueError saying why it is not one."""
+        draft_id = path.name[:-len(".json")]
+        if not _KEY.fullmatch(draft_id):
+            raise ValueError(f"{draft_id!r} is not a draft id")
+        if not self._is_inside(path):
+            raise ValueError("it leads outside the workspace (a link?)")
+        payload = _read_json(path)
+        if not isinstance(payload, dict) or payload.get("format") != DRAFT_FORMAT:
+            raise ValueError("not a NetCanvas draft, or torn")
+        return _draft_entry(draft_id, path, payload)
 
     # ---------------------------------------------------------------- runs
     def runs(self) -> list[RunEntry]:
@@ -332,6 +445,26 @@ class Workspace:
         except OSError as exc:
             raise GraphError(f"{folder}: cannot create the folder: {exc.strerror or exc}") from None
         self._inside(folder)  # made, or already there: still inside (a link made meanwhile?)
+
+
+def _check_key(key: str, what: str) -> str:
+    """``key`` if it is a safe file name stem (a weights key, a draft id), else a GraphError."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise GraphError(f"{what} {key!r} is not allowed: use 1-128 letters, digits, '-' and '_'")
+    return key
+
+
+def _draft_entry(draft_id: str, path: Path, payload: Any) -> DraftEntry:
+    """A draft's entry from its payload; a ValueError naming what the payload lacks."""
+    fields = {"document": str, "name": str, "unsaved": bool, "time": (int, float)}
+    wrong = [key for key, kind in fields.items() if not isinstance(payload.get(key), kind)]
+    if wrong or isinstance(payload["time"], bool) or not math.isfinite(payload["time"]):
+        raise ValueError(f"the draft has no readable {', '.join(wrong) or 'time'}")
+    return DraftEntry(draft_id, path, payload["name"], payload["unsaved"], float(payload["time"]), payload)
+
+
+def _newest_first(drafts: list[DraftEntry]) -> list[DraftEntry]:
+    return sorted(drafts, key=lambda d: (-d.time, d.id))
 
 
 # ------------------------------------------------------------------ run folders
@@ -504,6 +637,6 @@ def _when(mtime: float) -> str:
     return datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-__all__ = ["Workspace", "GraphEntry", "RunEntry", "write_status", "timestamp", "weights_key", "check_name",
-           "safe_name", "reason", "best_metrics", "read_run", "mark_run_dir", "is_run_dir", "TRAINER_STATUS",
-           "NAME_RULE"]
+__all__ = ["Workspace", "GraphEntry", "RunEntry", "DraftEntry", "write_status", "timestamp", "weights_key",
+           "check_name", "safe_name", "reason", "best_metrics", "read_run", "mark_run_dir", "is_run_dir",
+           "TRAINER_STATUS", "NAME_RULE"]
