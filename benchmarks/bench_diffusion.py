@@ -45,6 +45,7 @@ README_LINES = ("netcanvas train unet_ddpm_small", "netcanvas sample runs/ddpm")
 
 
 NO_DIGIT = 10  # the judge's eleventh class: an image that is no digit
+JUDGE_SIZE = (16, 16)  # samples of another size are resized to it
 
 
 class Judge(torch.nn.Module):
@@ -82,7 +83,7 @@ def no_digits(digits: torch.Tensor, seed: int) -> torch.Tensor:
 def train_judge(epochs: int = 30) -> tuple[Judge, float, float]:
     """The judge, trained on digits at 16x16 (the split the runs train on) plus as many no-digit
     images; its accuracy on held-out digits and on held-out no-digit images."""
-    data = load_dataset("digits", (1, 16, 16))
+    data = load_dataset("digits", (1, *JUDGE_SIZE))
     (x_train, y_train), (x_val, y_val) = data.split("train"), data.split("val")
     torch.manual_seed(0)
     judge = Judge()
@@ -184,6 +185,9 @@ def blurred_noise(n: int, kernel: int = 5, seed: int = 0) -> torch.Tensor:
 
 
 def judge_samples(classifier: Callable, samples: torch.Tensor, name: str) -> None:
+    if samples.shape[-2:] != JUDGE_SIZE:  # as the dataset resizes the 8x8 scans: bilinear
+        samples = torch.nn.functional.interpolate(samples, size=JUDGE_SIZE, mode="bilinear",
+                                                  align_corners=False).clamp(0, 1)
     with torch.no_grad():
         probs = classifier(samples).softmax(dim=1)  # (N, 11)
     confidence, label = probs.max(dim=1)
@@ -213,7 +217,7 @@ def main() -> None:
     print(f"judge: {digits_right:.1%} of held-out digits right, {rejected:.1%} of held-out no-digit images "
           f"rejected ({time.monotonic() - start:.0f} s)", flush=True)
     judge_samples(classifier, blurred_noise(args.samples), "floor: blurred noise, no digit at all")
-    judge_samples(classifier, load_dataset("digits", (1, 16, 16)).split("val")[0][:args.samples],
+    judge_samples(classifier, load_dataset("digits", (1, *JUDGE_SIZE)).split("val")[0][:args.samples],
                   "ceiling: held-out real digits")
     paths = {"readme": lambda work: readme_path(work, args.minutes),
              "ui": lambda work: ui_path(work, args.minutes, args.samples)}

@@ -133,7 +133,7 @@ def bench_ddim(repeats: int = 3) -> None:
     times = []
     for _ in range(repeats):
         start, cpu = time.monotonic(), time.process_time()
-        diffusion.sample(net, (1, 16, 16), schedule, n=64, steps=50, sampler="ddim", seed=0)
+        diffusion.sample(net, (1, 8, 8), schedule, n=64, steps=50, sampler="ddim", seed=0)
         times.append((time.monotonic() - start, time.process_time() - cpu))
     print(f"64 DDIM-50 samples, unet_ddpm_small: {min(times)[0]:.2f} s wall (best of {repeats}, wall/CPU s: "
           f"{', '.join(f'{w:.2f}/{c:.2f}' for w, c in times)})")
@@ -192,7 +192,7 @@ def bench_infer(modes: tuple[str, ...] = ("process", "thread"), device: str = "c
     cases = [
         ("mlp_wide (784-2048-2048-10)", mlp(), lambda i: (torch.randn(784),), 128),
         ("unet_ddpm_small", gc.template("unet_ddpm_small"),
-         lambda i: (torch.randn(1, 16, 16), torch.tensor(i * 100)), 16),
+         lambda i: (torch.randn(1, 8, 8), torch.tensor(i * 100)), 16),
     ]
     for name, doc, make_request, per_client in cases:
         model = gc.compile(doc).init(seed=0).eval()

@@ -53,8 +53,8 @@ def test_the_fx_graph_notes_each_values_shape_and_each_modules_label():
     assert calls["conv_in"].meta["label"] == "stem"
     assert calls["conv_in"].meta["shape"] == inferred[("conv_in", "out")]
     skip = next(item for item in calls["down0"].users if item.meta["port"] == "skip")
-    assert skip.meta["shape"] == inferred[("down0", "skip")] == (None, 32, 16, 16)
-    assert [n.meta["shape"] for n in graph.nodes if n.op == "placeholder"] == [(None, 1, 16, 16), (None,)]
+    assert skip.meta["shape"] == inferred[("down0", "skip")] == (None, 32, 8, 8)
+    assert [n.meta["shape"] for n in graph.nodes if n.op == "placeholder"] == [(None, 1, 8, 8), (None,)]
 
 
 def test_submodules_are_named_by_node_id():

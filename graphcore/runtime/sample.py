@@ -57,12 +57,17 @@ def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     files = [out / "samples.npy", out / "grid.png"]
     np.save(files[0], samples)
     if len(shape) == 4:  # clips (N, C, T, H, W): the grid shows the first frames, the GIF plays them
-        diffusion.save_grid(samples[:, :, 0], files[1], scale=2)
+        diffusion.save_grid(samples[:, :, 0], files[1], scale=grid_scale(shape[-1]))
         files.append(out / "clip.gif")
         diffusion.save_gif(samples, files[2])
     else:
-        diffusion.save_grid(samples, files[1], scale=2)
+        diffusion.save_grid(samples, files[1], scale=grid_scale(shape[-1]))
     return SampleResult(samples, files, out)
+
+
+def grid_scale(width: int, tile: int = 32) -> int:
+    """How much the grid enlarges samples ``width`` pixels wide: to about ``tile`` pixels, at least 2x."""
+    return max(2, tile // max(width, 1))
 
 
 def new_samples_dir(run_dir: str | os.PathLike) -> Path:
