@@ -1,7 +1,7 @@
 """ONNX import against the goals of issue 12: the ONNX backend test data, the time to import a
 500-node model, peak memory against the file's size, and ops that share one name.
 
-    .venv/bin/python benchmarks/bench_import.py [--skip-suites] [--memory-mb 200] [--chain 10000]
+    .venv/bin/python benchmarks/bench_import.py [--skip-suites] [--skip-zoo] [--memory-mb 200] [--chain 10000]
 
 1. Suites: the models the ``onnx`` wheel ships (``onnx/backend/test/data``) imported with
    ``gc.from_onnx`` and run; a model passes when its outputs equal the expected ones within
@@ -14,6 +14,10 @@
    less the memory before) against the file's size. Goal: <= 2x the file.
 4. Names: a chain of Relu nodes all named "relu" (each block needs a unique id; a namespace that
    tries suffixes one by one would make this quadratic).
+5. Zoo: the torchvision-style classifiers of tests/onnx_zoo.py (MobileNet v2/v3, ShuffleNet v2,
+   DenseNet, EfficientNet, RegNet-Y, ConvNeXt, ViT, Swin), exported by torch's TorchScript exporter
+   ("legacy") and its torch.export one ("dynamo"), imported grouped by module and run against
+   onnxruntime. Goal: all import and match within 1e-4 · max(1, |y|max).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import collections
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import onnx
@@ -33,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from onnx_cases import GOALS, SUITES, cases, check, gemm_model, peak_import_memory  # noqa: E402
+from onnx_zoo import EXPORTERS, ZOO, compare, example, export  # noqa: E402
 
 import graphcore as gc  # noqa: E402
 from graphcore.core.synthetic import residual_tower  # noqa: E402
@@ -103,11 +109,25 @@ def relu_chain(folder: Path, ops: int) -> None:
     print(f"import of {ops:,} Relu nodes all named 'relu': {wall:.2f} s wall, {cpu:.2f} s CPU")
 
 
+def zoo(folder: Path) -> None:
+    matched = 0
+    for name in ZOO:
+        for exporter in EXPORTERS:
+            outcome, _ = compare(export(name, exporter, folder / f"{name}-{exporter}.onnx"), example(name))
+            matched += outcome.matches
+            verdict = f"imports, max diff {outcome.diff:.2g} ({'matches' if outcome.matches else 'DIFFERS'})" \
+                if not outcome.refused else "refused: " + outcome.refused.splitlines()[0].split(": ", 2)[-1][:110]
+            print(f"    {name:18s} {exporter:6s} {verdict}")
+    total = len(ZOO) * len(EXPORTERS)
+    print(f"zoo: {matched}/{total} exports import and match (goal {total}: {'met' if matched == total else 'NOT met'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-suites", action="store_true", help="leave out the backend test data (~1 min)")
     parser.add_argument("--memory-mb", type=int, default=200, help="size of the model whose import memory is measured")
     parser.add_argument("--chain", type=int, default=10_000, help="length of the chain of Relu nodes named alike")
+    parser.add_argument("--skip-zoo", action="store_true", help="leave out the torchvision-style classifiers (~1 min)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_suites:
@@ -115,6 +135,9 @@ def main() -> None:
         import_time(Path(tmp))
         memory(Path(tmp), args.memory_mb)
         relu_chain(Path(tmp), args.chain)
+        if not args.skip_zoo:
+            warnings.filterwarnings("ignore")  # torch's exporters warn about things of their own
+            zoo(Path(tmp))
 
 
 if __name__ == "__main__":

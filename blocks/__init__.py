@@ -15,6 +15,7 @@ from blocks import (  # noqa: F401  (registers)
     merge,
     norm,
     pool,
+    reduce,
     residual,
     tensor,
     unet,

@@ -1,14 +1,18 @@
-"""Dense layers: linear and embedding."""
+"""Dense layers: linear, embedding, and scale and shift (a learned multiplier or offset per channel
+or element, as ConvNeXt's layer scale or a constant tensor an imported model adds)."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 from pydantic import Field
 from torch import nn
 
+from blocks.base import Block
 from blocks.rules import PosInt, expect_min_rank
-from blocks.spec import BlockSpec, Example, Params, Port, Shape, register
+from blocks.shapes import shape_text
+from blocks.spec import BlockSpec, Example, Params, Port, Shape, ShapeError, register
 
 
 class LinearParams(Params):
@@ -50,4 +54,75 @@ register(BlockSpec(
     shape=lambda p, ins: (*ins["in"], p.embedding_dim),
     build=lambda p, ins: nn.Embedding(p.num_embeddings, p.embedding_dim),
     examples=(Example({"in": ()}), Example({"in": (6,)}, {"embedding_dim": 8})),
+))
+
+
+class ScaleParams(Params):
+    """Params of scale and shift."""
+
+    shape: list[PosInt] = Field(default_factory=lambda: [1], min_length=1,
+                                description="shape of the learned weight, lined up with each sample's last dims "
+                                            "([C, 1, 1]: one weight per channel of (C, H, W))")
+    init: float = Field(1.0, description="the weights' starting value (ConvNeXt's layer scale starts at 1e-6)")
+
+
+class ShiftParams(ScaleParams):
+    """Params of shift."""
+
+    init: float = Field(0.0, description="the weights' starting value")
+
+
+class Scale(Block):
+    """Multiplies every sample by a learned weight that broadcasts against it."""
+
+    def __init__(self, shape: list[int], init: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(shape, init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x · weight."""
+        return x * self.weight
+
+
+class Shift(Block):
+    """Adds a learned weight that broadcasts against every sample."""
+
+    def __init__(self, shape: list[int], init: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(shape, init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x + weight."""
+        return x + self.weight
+
+
+def _broadcast_weight(p: ScaleParams, ins: dict[str, Shape]) -> Shape:
+    shape = ins["in"]
+    lined_up = shape[len(shape) - len(p.shape):]
+    if len(p.shape) > len(shape) or any(w not in (1, d) for w, d in zip(p.shape, lined_up)):
+        raise ShapeError(f"a weight of shape {p.shape} does not broadcast against {shape_text(shape)}",
+                         hint="line its sizes up with the input's last dims, each that size or 1")
+    return shape
+
+
+WEIGHT_EXAMPLES = (Example({"in": (4, 5, 5)}, {"shape": [4, 1, 1]}), Example({"in": (6, 8)}, {"shape": [8]}))
+
+register(BlockSpec(
+    type="scale",
+    category="dense",
+    doc="Multiplies each sample by a learned weight (per channel with shape [C, 1, 1]), as a layer scale.",
+    params=ScaleParams,
+    shape=_broadcast_weight,
+    build=lambda p, ins: Scale(p.shape, p.init),
+    examples=WEIGHT_EXAMPLES,
+))
+
+register(BlockSpec(
+    type="shift",
+    category="dense",
+    doc="Adds a learned weight to each sample (per channel with shape [C, 1, 1]): a bias of any shape.",
+    params=ShiftParams,
+    shape=_broadcast_weight,
+    build=lambda p, ins: Shift(p.shape, p.init),
+    examples=WEIGHT_EXAMPLES,
 ))

@@ -1,7 +1,7 @@
 """Blocks that move or drop values without learning: dropout, flatten, reshape, permute, upsample,
-pad, tile and split.
+pad, tile, split and slice.
 
-Flatten, reshape, permute, pad, tile and split only move values, so they take ids as well as
+Flatten, reshape, permute, pad, tile, split and slice only move values, so they take ids as well as
 floats and keep the dtype; dropout and upsample take floats only (PyTorch refuses int tensors
 there, dropout while training).
 """
@@ -394,4 +394,54 @@ register(BlockSpec(
     output_dtype=promoted,
     build=lambda p, ins: Split(p.sizes, p.dim),
     examples=(Example({"in": (2, 4, 4)}), Example({"in": (3, 10)}, {"sizes": [2, 3, 5], "dim": -1})),
+))
+
+
+class SliceParams(Params):
+    """Params of slice."""
+
+    dim: int = Field(1, description="dim to take a range of, PyTorch numbering (batch = 0, channels = 1)")
+    start: int = Field(0, description="first index taken (negative: from the end)")
+    end: int | None = Field(None, description="index where the range stops, not taken (none: the end)")
+    step: PosInt = Field(1, description="take every step-th index")
+
+
+class Slice(Block):
+    """Takes ``x[..., start:end:step, ...]`` along ``dim`` of every sample."""
+
+    def __init__(self, dim: int, start: int, end: int | None, step: int):
+        super().__init__()
+        self.dim, self.range = dim, slice(start, end, step)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The range along dim; the other dims whole."""
+        return x[(slice(None),) * (self.dim % x.ndim) + (self.range,)]
+
+    def extra_repr(self) -> str:
+        """Shown in the module's repr."""
+        return f"dim={self.dim}, start={self.range.start}, end={self.range.stop}, step={self.range.step}"
+
+
+def _slice_shape(p: SliceParams, ins: dict[str, Shape]) -> Shape:
+    shape = ins["in"]
+    axis = torch_dim(p.dim, len(shape))
+    size = len(range(*slice(p.start, p.end, p.step).indices(shape[axis])))
+    if size == 0:
+        raise ShapeError(f"start {p.start}, end {p.end} take nothing of dim {p.dim} of {shape_text(shape)}",
+                         hint=f"take a range inside 0…{shape[axis]}")
+    return (*shape[:axis], size, *shape[axis + 1:])
+
+
+register(BlockSpec(
+    type="slice",
+    category="reshape",
+    doc="Takes a range of indices (start:end:step) along one dim of each sample.",
+    params=SliceParams,
+    inputs=ANY_IN,
+    shape=_slice_shape,
+    output_dtype=promoted,
+    build=lambda p, ins: Slice(p.dim, p.start, p.end, p.step),
+    examples=(Example({"in": (6, 4)}, {"start": 1, "end": 4}),
+              Example({"in": (3, 8, 8)}, {"dim": 2, "start": 1, "step": 2}),
+              Example({"in": (2, 10)}, {"dim": 2, "start": -3})),
 ))

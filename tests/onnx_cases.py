@@ -22,6 +22,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import graphcore as gc
+from graphcore.interchange.onnx_import import ONE_SAMPLE_NOTE
 
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
 SUITES = ("pytorch-converted", "pytorch-operator", "light")
@@ -64,9 +65,11 @@ def check(case: Case) -> str:
     model.load_state_dict(state)
     dtypes = [torch.int64 if n.params.get("dtype") == "int64" else torch.float32 for n in doc.nodes
               if n.type == "input"]
+    one_sample = ONE_SAMPLE_NOTE in doc.meta.get("notes", [])  # each input is one sample: a batch of 1
     with torch.no_grad():
-        got = model(*(torch.from_numpy(np.array(x)).to(dtype) for x, dtype in zip(inputs, dtypes, strict=True)))
-    got = got if isinstance(got, tuple) else (got,)
+        got = model(*(torch.from_numpy(np.array(x)).to(dtype)[(None,) * one_sample]
+                      for x, dtype in zip(inputs, dtypes, strict=True)))
+    got = tuple(out[0] if one_sample else out for out in (got if isinstance(got, tuple) else (got,)))
     for want, out in zip(expected, got, strict=True):
         out = out.numpy()
         if out.shape != want.shape:

@@ -234,9 +234,18 @@ def test_a_file_that_is_not_onnx_is_a_clear_error(tmp_path):
         gc.from_onnx(tmp_path / "missing.onnx")
 
 
-def test_a_constant_combined_with_a_tensor_names_the_onnx_node(tmp_path):
-    nodes = [helper.make_node("Add", ["x", "c"], ["y"], name="shift")]
+def test_a_constant_tensor_added_is_a_shift_block_and_one_across_the_batch_names_the_onnx_node(tmp_path):
+    offsets = np.arange(4, dtype=np.float32)
+    nodes = [helper.make_node("Add", ["x", "c"], ["y"], name="offset")]
     path = make_model(tmp_path / "m.onnx", nodes, [value("x", ["N", 4])], [value("y", ["N", 4])],
-                      [numpy_helper.from_array(np.ones(4, np.float32), "c")])
-    with pytest.raises(gc.GraphError, match="'shift' \\(Add\\)"):
+                      [numpy_helper.from_array(offsets, "c")])
+    doc, weights = gc.from_onnx(path)
+    assert [(n.type, n.params) for n in doc.nodes if n.type not in ("input", "output")] == [("shift", {"shape": [4]})]
+    model = gc.compile(doc)
+    model.load_state_dict(weights, strict=True)
+    x = torch.randn(3, 4)
+    assert torch.equal(model(x), x + torch.from_numpy(offsets))
+    path = make_model(tmp_path / "b.onnx", nodes, [value("x", ["N", 4])], [value("y", ["N", 4])],
+                      [numpy_helper.from_array(np.ones((3, 4), np.float32), "c")])
+    with pytest.raises(gc.GraphError, match="'offset' \\(Add\\).*varies along the batch dim"):
         gc.from_onnx(path)

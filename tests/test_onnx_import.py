@@ -26,7 +26,13 @@ import graphcore as gc
 from graphcore.cli import main
 from graphcore.core.analysis import Analysis
 from graphcore.core.inputs import input_specs, random_inputs
-from graphcore.interchange.onnx_import import EXPORT_ONLY, IMPORTED_AS_OTHERS, ImportRefused
+from graphcore.interchange.onnx_import import (
+    EXPORT_ONLY,
+    FLOAT64_NOTE,
+    IMPORTED_AS_OTHERS,
+    ONE_SAMPLE_NOTE,
+    ImportRefused,
+)
 from graphcore.interchange.onnx_stream import STREAM_BYTES, skeleton
 
 SLOW = pytest.mark.slow
@@ -226,9 +232,10 @@ def test_an_input_of_unknown_size_is_listed_with_the_other_blockers(tmp_path):
 
 
 def test_sizes_in_messages_are_plain_numbers(tmp_path):
-    """A fixed-batch Reshape that really crosses the batch: its target reads [2, 6], not np.int64(2)."""
+    """A Reshape that really crosses the batch: its target reads [2, 6], not np.int64(2). (With a
+    fixed input shape, (4, 3), the model would import as one sample.)"""
     nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="r")]
-    path = save(tmp_path / "m.onnx", nodes, [value("x", [4, 3])], [value("y", [2, 6])],
+    path = save(tmp_path / "m.onnx", nodes, [value("x", ["N", 3])], [value("y", [2, 6])],
                 [numpy_helper.from_array(np.array([2, 6], np.int64), "shape")])
     with pytest.raises(ImportRefused, match=r"target shape \[2, 6\]\)$") as caught:
         gc.from_onnx(path)
@@ -320,8 +327,8 @@ def test_caffe_style_pools_that_pad_the_end_more_import_with_ceil_mode(tmp_path)
 @pytest.mark.parametrize("node, inputs, output, why", [
     (helper.make_node("Gemm", ["x", "w"], ["y"], name="mm"), [value("x", ["N", 4]), value("w", [4, 3])],
      ["N", 3], "'mm' \\(Gemm\\) multiplies two computed tensors"),
-    (helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], name="avg"), [value("x", ["N", 4, 2, 2])],
-     ["N", 1, 2, 2], "'avg' \\(ReduceMean\\) averages over dims \\[1\\]"),
+    (helper.make_node("ReduceMean", ["x"], ["y"], axes=[0], name="avg"), [value("x", ["N", 4, 2, 2])],
+     [1, 4, 2, 2], "'avg' \\(ReduceMean\\) reduces over the batch dim"),
 ])
 def test_what_has_no_block_is_explained(tmp_path, node, inputs, output, why):
     path = save(tmp_path / "m.onnx", [node], inputs, [value("y", output)])
@@ -434,28 +441,127 @@ def test_importing_a_model_peaks_at_under_twice_its_file_size(tmp_path):
     assert peak_import_memory(path) <= 2 * path.stat().st_size
 
 
+# ---------------------------------------------------------------------- reductions, and models of one sample
+REDUCTIONS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod"}
+
+
+def reduce_model(path, op: str, axes: list[int], keepdims: int, opset: int):
+    """x (N, 3, 4, 5) reduced over ``axes``: an attribute before opset 18 (ReduceSum's 13), an input after."""
+    as_input = opset >= (13 if op == "ReduceSum" else 18)
+    node = helper.make_node(op, ["x", "axes"] if as_input else ["x"], ["y"], keepdims=keepdims,
+                            **({} if as_input else {"axes": axes}))
+    initializers = [numpy_helper.from_array(np.array(axes, np.int64), "axes")] if as_input else []
+    dims, reduced = ["N", 3, 4, 5], {a % 4 for a in axes}
+    out = [1 if i in reduced else d for i, d in enumerate(dims) if keepdims or i not in reduced]
+    return save(path, [node], [value("x", dims)], [value("y", out)], initializers, opset=opset)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+@pytest.mark.parametrize("op", list(REDUCTIONS))
+def test_reductions_import_as_the_reduce_block_from_attribute_and_input_axes(tmp_path, op, opset):
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    for axes, keepdims, dims in (([2], 0, [2]), ([1, -1], 1, [1, 3])):
+        path = reduce_model(tmp_path / f"{op}{keepdims}.onnx", op, axes, keepdims, opset)
+        doc, model = imported(path)
+        (node,) = [n for n in doc.nodes if n.type not in ("input", "output")]
+        assert (node.type, node.params) == ("reduce", {"op": REDUCTIONS[op], "dims": dims, "keepdim": bool(keepdims)})
+        assert_same_outputs(model, path, x)
+
+
+def test_a_reduction_over_the_batch_dim_is_refused_and_a_mean_over_space_stays_a_pool(tmp_path):
+    with pytest.raises(ImportRefused, match=r"'ReduceSum' \(ReduceSum\) reduces over the batch dim \(dims \[0, 2\]\)"):
+        gc.from_onnx(reduce_model(tmp_path / "batch.onnx", "ReduceSum", [0, 2], 0, 17), flat=True)
+    doc, _ = imported(reduce_model(tmp_path / "space.onnx", "ReduceMean", [2, 3], 0, 17))
+    assert block_types(doc) == ["global_avgpool"]
+
+
+def two_inputs_model(path, nodes, a: list, b: list, out: list, elem=TensorProto.FLOAT):
+    return save(path, nodes, [value("a", a, elem), value("b", b, elem)], [value("y", out, elem)])
+
+
+def test_inputs_of_different_first_sizes_import_as_one_sample_with_a_note(tmp_path):
+    """(2, 3) @ (3, 4) + (4,): no batch dim is shared, so each input is one sample; the graph
+    computes the product for every sample of a batch, as the model does for its one."""
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["ab"]), helper.make_node("Add", ["ab", "c"], ["y"])]
+    path = save(tmp_path / "mm.onnx", nodes, [value("a", [2, 3]), value("b", [3, 4]), value("c", [4])],
+                [value("y", [2, 4])])
+    doc, model = imported(path)
+    assert doc.meta["notes"] == [ONE_SAMPLE_NOTE]
+    assert [n.params["shape"] for n in doc.nodes if n.type == "input"] == [[2, 3], [3, 4], [4]]
+    assert sorted(block_types(doc)) == ["add", "matmul", "reshape"]  # c (4,) gets a 1 in front: (1, 4)
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal((5, *shape)).astype(np.float32) for shape in ((2, 3), (3, 4), (4,))]
+    with torch.no_grad():
+        got = model(*map(torch.from_numpy, samples)).numpy()
+    for i in range(5):  # each sample of the batch is the model run on it alone
+        (want,) = ort_run(path, *(s[i] for s in samples))
+        np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_fixed_shape_model_split_along_dim_0_imports_as_one_sample(tmp_path):
+    nodes = [helper.make_node("Split", ["x"], ["p", "q"], axis=0, split=[2, 1])]
+    path = save(tmp_path / "chunk.onnx", nodes, [value("x", [3, 4])], [value("p", [2, 4]), value("q", [1, 4])],
+                opset=11)
+    doc, model = imported(path)
+    assert doc.meta["notes"] == [ONE_SAMPLE_NOTE]
+    (split,) = [n for n in doc.nodes if n.type == "split"]
+    assert split.params == {"sizes": [2, 1], "dim": 1}
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)[None])
+    for out, want in zip(got, ort_run(path, x), strict=True):
+        np.testing.assert_array_equal(out[0].numpy(), want)
+
+
+def test_the_import_command_prints_what_the_import_changed(tmp_path, capsys):
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+    path = save(tmp_path / "mm.onnx", nodes, [value("a", [2, 3]), value("b", [3, 4])], [value("y", [2, 4])])
+    assert main(["import", str(path), "--out", str(tmp_path / "g.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"note: {ONE_SAMPLE_NOTE}"
+    assert main(["import", str(path), "--out", str(tmp_path / "g.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == [ONE_SAMPLE_NOTE]
+
+
+def test_a_model_with_a_dynamic_batch_is_never_imported_as_one_sample(tmp_path):
+    nodes = [helper.make_node("Split", ["x"], ["p", "q"], axis=0, split=[2, 1])]
+    path = save(tmp_path / "chunk.onnx", nodes, [value("x", ["N", 4])], [value("p", [2, 4]), value("q", [1, 4])],
+                opset=11)
+    with pytest.raises(ImportRefused, match="cuts along the batch dim"):
+        gc.from_onnx(path, flat=True)
+
+
+def test_a_fixed_batch_classifier_keeps_its_batch_dim(tmp_path):
+    """A Reshape to [1, 48] (torch.flatten(x, 1) exported at batch 1) is a per-sample flatten, and
+    the model is not one sample: its input is (3, 4, 4) per sample."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "shape"], ["y"])]
+    path = save(tmp_path / "fixed.onnx", nodes, [value("x", [1, 3, 4, 4])], [value("y", [1, 48])],
+                [numpy_helper.from_array(np.array([1, 48], np.int64), "shape")])
+    doc, _ = imported(path)
+    assert "notes" not in doc.meta and block_types(doc) == ["relu", "flatten"]
+    assert [n.params["shape"] for n in doc.nodes if n.type == "input"] == [[3, 4, 4]]
+
+
+def test_float64_inputs_import_as_float32_with_a_note(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    path = save(tmp_path / "double.onnx", nodes, [value("x", ["N", 3], TensorProto.DOUBLE)],
+                [value("y", ["N", 3], TensorProto.DOUBLE)])
+    doc, model = imported(path)
+    assert doc.meta["notes"] == [FLOAT64_NOTE]
+    assert [n.params["dtype"] for n in doc.nodes if n.type == "input"] == ["float32"]
+
+
 # ---------------------------------------------------------------------- the ONNX project's backend test data
 # Models of the backend data that NetCanvas refuses, and a piece of the reason; every other model
-# must import and compute the expected outputs. Most treat dim 0 as data, not as a batch: NetCanvas
-# graphs compute each sample apart, so a constant, a split or a second input along dim 0 has no block.
+# must import and compute the expected outputs. Models whose dim 0 is data, not a batch, import as
+# one sample (a split or a product along dim 0, inputs of different first sizes); a constant tensor
+# added to a tensor is a shift block, but not to an integer one.
 REFUSED = {
-    "test_PoissonNLLLLoss_no_reduce": "constant of shape [10, 10]",  # the target, a constant along the batch
-    "test_operator_add_broadcast": "different ranks",  # (2, 3) + (3,): the second input's batch would be 3
-    "test_operator_add_size1_right_broadcast": "different ranks",
-    "test_operator_addmm": "multiplies two computed tensors",
-    "test_operator_mm": "multiplies two computed tensors",
-    "test_operator_chunk": "cuts along the batch dim",
-    "test_operator_index": "Slice",  # a slice along dim 0
     "test_operator_non_float_params": "constant of shape [2, 2]",
-    "test_operator_params": "constant of shape [2, 2]",
-    "test_operator_reduced_mean": "averages over dims [2]",
-    "test_operator_reduced_mean_keepdim": "averages over dims [2]",
-    "test_operator_reduced_sum": "ReduceSum",
-    "test_operator_reduced_sum_keepdim": "ReduceSum",
 }
 # Models whose float64 test data (up to 1e219) lies beyond float32, in which NetCanvas computes:
 # they import, and their outputs overflow.
-BEYOND_FLOAT32 = {"test_operator_add_size1_singleton_broadcast", "test_operator_addconstant"}
+BEYOND_FLOAT32 = {"test_operator_add_broadcast", "test_operator_add_size1_right_broadcast",
+                  "test_operator_add_size1_singleton_broadcast", "test_operator_addconstant"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=f"{c.suite}/{c.name}", marks=[SLOW] if c.suite == "light" else [])

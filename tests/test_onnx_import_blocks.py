@@ -86,6 +86,16 @@ CASES = {
     "clamp": Case(Fn(lambda x: torch.clamp(x, -0.5, 0.5)), ((3, 4),), "clip", {"min": -0.5, "max": 0.5}),
     "clamp_max": Case(Fn(lambda x: torch.clamp(x, max=0.3)), ((3, 4),), "clip", {"min": None, "max": 0.3}),
     "plus_constant": Case(Fn(lambda x: x + 3), ((4,),), "add", {"n": 1, "constant": 3.0}),
+    # reductions, and the product of two computed tensors
+    "mean_dim": Case(Fn(lambda x: x.mean(dim=2)), ((3, 4, 5),), "reduce",
+                     {"op": "mean", "dims": [2], "keepdim": False}),
+    "sum_keepdim": Case(Fn(lambda x: x.sum(dim=(1, 3), keepdim=True)), ((3, 4, 5),), "reduce",
+                        {"op": "sum", "dims": [1, 3], "keepdim": True}),
+    "amax": Case(Fn(lambda x: torch.amax(x, dim=-1)), ((3, 4),), "reduce", {"op": "max", "dims": [2]}),
+    "amin": Case(Fn(lambda x: torch.amin(x, dim=1, keepdim=True)), ((3, 4),), "reduce",
+                 {"op": "min", "dims": [1], "keepdim": True}),
+    "prod": Case(Fn(lambda x: torch.prod(x, dim=1)), ((3, 4),), "reduce", {"op": "prod", "dims": [1]}),
+    "matmul": Case(Fn(torch.matmul), ((2, 3), (3, 4)), "matmul"),
     # activations
     "relu6": Case(nn.ReLU6(), ((3, 4),), "relu6"),
     "prelu": Case(_seeded(nn.PReLU()), ((3, 4, 5),), "prelu", {"num_parameters": 1}),

@@ -156,12 +156,14 @@ def import_command(args: argparse.Namespace) -> int:
                                                                        "num_batches_tracked")))
     if args.json:
         print(json.dumps({"model": args.model, "ok": True, "graph": str(graph_path), "nodes": len(doc.nodes),
-                          "subgraph_types": len(doc.subgraphs), "parameters": params, "weights": args.weights},
-                         indent=2))
+                          "subgraph_types": len(doc.subgraphs), "parameters": params, "weights": args.weights,
+                          "notes": doc.meta.get("notes", [])}, indent=2))
         return 0
     types = f", {len(doc.subgraphs)} subgraph types" if doc.subgraphs else ""
     print(f"{graph_path}: graph {doc.name!r} ({len(doc.nodes)} nodes{types}, {params:,} parameters)"
           + (f"; weights in {args.weights}" if args.weights else ""))
+    for note in doc.meta.get("notes", []):  # what the import changed (a model imported as one sample)
+        print(f"note: {note}")
     return 0
 
 

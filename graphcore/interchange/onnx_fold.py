@@ -78,10 +78,13 @@ def _cast(imp, node, inputs):
 def _shape(imp, node, inputs):
     if inputs[0] is not None:  # the shape of a folded constant
         return np.array(inputs[0].shape, np.int64)[imp.attr(node, "start", 0):imp.attr(node, "end", None)]
+    if node.input[0] not in imp.computed:  # sizes not folded yet: their first dim is no batch
+        imp.fail(node, "reads the shape of a constant that is not known when importing")
     dims = imp.dims.get(node.input[0])
     if dims is None or any(d is None for d in dims[1:]):
         imp.fail(node, "reads a shape that is not known when importing")
-    values = np.array([BATCH, *dims[1:]], dtype=object)
+    # one sample's shape is all fixed; a batch's first size is the symbol N
+    values = np.array(dims[1:], np.int64) if imp.lead else np.array([BATCH, *dims[1:]], dtype=object)
     start, end = imp.attr(node, "start", 0), imp.attr(node, "end", None)
     return values[start:end]
 
@@ -245,6 +248,12 @@ def _binary(imp, node, inputs):
 @folds(*VARIADIC, elements=_broadcast)
 def _variadic(imp, node, inputs):
     return functools.reduce(VARIADIC[node.op_type], [a for a in inputs if a is not None])
+
+
+@folds("Mod", elements=_broadcast)
+def _mod(imp, node, inputs):
+    """ONNX Mod: the remainder takes the divisor's sign (Python's %), or the dividend's with fmod=1."""
+    return (np.fmod if imp.attr(node, "fmod", 0) else np.mod)(*inputs)
 
 
 @folds("Where", elements=_broadcast)

@@ -50,6 +50,10 @@ from graphcore.interchange.onnx_stream import MalformedModel, Streamed, skeleton
 
 Converter = Callable[["_Importer", "onnx.NodeProto"], None]  # noqa: F821  (onnx is imported lazily)
 CONVERTERS: dict[str, Converter] = {}
+ONE_SAMPLE_OPS: set[str] = set()
+"""Op types whose converters also read a model imported as one sample (see ``from_onnx``): element-wise
+ones, and those that number their dims through ``_Importer.axis``. Any other op in such a model is
+refused: a rule written for a batch in dim 0 would read that model's dims one place off."""
 
 
 class Folder(NamedTuple):
@@ -87,6 +91,9 @@ READABLE_TYPES = ("FLOAT", "DOUBLE", "FLOAT16", "INT8", "INT16", "INT32", "INT64
 # Input element types -> the input block's dtype: NetCanvas computes in float32, and ids are int64.
 INPUT_DTYPES = {1: "float32", 10: "float32", 11: "float32", 6: "int64", 7: "int64"}
 STANDARD_DOMAINS = ("", "ai.onnx")
+ONE_SAMPLE_NOTE = ("this model's inputs do not share a batch dim: imported as one sample (each input's whole shape "
+                   "is one sample's, with the batch added in front)")
+FLOAT64_NOTE = "float64 inputs are computed in float32, as NetCanvas computes: values beyond ±3.4e38 overflow"
 
 
 @dataclass(frozen=True)
@@ -190,13 +197,16 @@ class Refused(Exception):
         self.why = why
 
 
-def converts(*op_types: str) -> Callable[[Converter], Converter]:
-    """Register the converter of ONNX op types (one converter per op type)."""
+def converts(*op_types: str, one_sample: bool = False) -> Callable[[Converter], Converter]:
+    """Register the converter of ONNX op types (one converter per op type); ``one_sample``: it also
+    converts them in a model imported as one sample (``ONE_SAMPLE_OPS``)."""
     def register(fn: Converter) -> Converter:
         for op in op_types:
             if op in CONVERTERS:
                 raise ValueError(f"ONNX op {op} already has a converter")
             CONVERTERS[op] = fn
+            if one_sample:
+                ONE_SAMPLE_OPS.add(op)
         return fn
     return register
 
@@ -235,22 +245,66 @@ def from_onnx(path: str | os.PathLike, limits: ImportLimits = ImportLimits(), *,
     keeps every op a node of the graph itself.
 
     ``limits`` bounds the tensors the import may create; a file that needs more is a ``GraphError``.
-    A model with ops or uses NetCanvas cannot import is an ``ImportRefused`` that lists them all."""
+    A model with ops or uses NetCanvas cannot import is an ``ImportRefused`` that lists them all.
+
+    NetCanvas graphs put a batch dim N before each sample. A model whose inputs cannot share one
+    (fixed first sizes that differ: a (2, 3) @ (3, 4) product) is imported **as one sample**: each
+    input's whole shape is a sample's, the batch is added in front, and the graph computes what the
+    model computes, at batch 1, for every sample. So is a model of fixed shapes that cannot be
+    imported with its first dim as the batch (it splits or reduces along it) but can as one sample.
+    What the import changed is said in ``doc.meta["notes"]``."""
     path = Path(path)
     model, streamed = _load(path)
-    importer = _Importer(model, streamed, path, limits)
-    doc, state = importer.run()
-    analysis = Analysis(doc)
-    problems = errors(analysis.diagnostics)
-    if problems:
-        raise GraphError([p.__class__(p.severity, p.node_id, p.port, f"{path.name}: imported graph: {p.message}",
-                                      p.hint) for p in problems])
-    _check_weights(doc, analysis, state, path)  # on the flat graph: one module to build, not one per subgraph
+    one_sample = _unshared_batch(model)
+    result = _attempt(model, streamed, path, limits, one_sample)
+    if isinstance(result, GraphError) and not one_sample and _fixed_shapes(model):
+        again = _attempt(model, streamed, path, limits, one_sample=True)
+        result = result if isinstance(again, GraphError) else again  # the batch's reasons are the ones to show
+    if isinstance(result, GraphError):
+        raise result
+    doc, state, analysis, origin = result
     if not flat:
         by_onnx_node = onnx_scopes(model)
-        scopes = {nid: by_onnx_node.get(name, ()) for nid, name in importer.origin.items()}
+        scopes = {nid: by_onnx_node.get(name, ()) for nid, name in origin.items()}
         doc, state = group_by_scope(doc, state, scopes, analysis=analysis)
     return layered_layout(doc), state
+
+
+def _attempt(model, streamed: dict[str, Streamed], path: Path, limits: ImportLimits, one_sample: bool):
+    """(the flat graph, its weights, its analysis, block id -> ONNX node), or the GraphError that
+    refuses it (without its traceback, which would keep the importer and its weights alive)."""
+    try:
+        importer = _Importer(model, streamed, path, limits, one_sample)
+        doc, state = importer.run()
+        analysis = Analysis(doc)
+        problems = errors(analysis.diagnostics)
+        if problems:
+            raise GraphError([p.__class__(p.severity, p.node_id, p.port, f"{path.name}: imported graph: {p.message}",
+                                          p.hint) for p in problems])
+        _check_weights(doc, analysis, state, path)  # on the flat graph: one module to build, not one per subgraph
+    except GraphError as exc:
+        return exc.with_traceback(None)
+    return doc, state, analysis, importer.origin
+
+
+def _graph_inputs(model) -> list:
+    initializers = {t.name for t in model.graph.initializer}
+    return [v for v in model.graph.input if v.name not in initializers]
+
+
+def _input_dims(value) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
+def _unshared_batch(model) -> bool:
+    """Whether the inputs' first sizes are fixed and differ, so that no one of them is a batch."""
+    firsts = [(_input_dims(v) or [None])[0] for v in _graph_inputs(model)]
+    return None not in firsts and len(set(firsts)) > 1
+
+
+def _fixed_shapes(model) -> bool:
+    """Whether every input has a fixed size in every dim (the batch's included)."""
+    return all(None not in _input_dims(v) for v in _graph_inputs(model))
 
 
 def _check_weights(doc: GraphDoc, analysis: Analysis, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -316,12 +370,17 @@ def _without_outside_data(model):
 
 
 class _Importer:
-    def __init__(self, model, streamed: dict[str, Streamed], path: Path, limits: ImportLimits):
+    def __init__(self, model, streamed: dict[str, Streamed], path: Path, limits: ImportLimits,
+                 one_sample: bool = False):
         import onnx
         from onnx import numpy_helper
 
         self.onnx, self.numpy_helper = onnx, numpy_helper
         self.path, self.limits, self.streamed = path, limits, streamed
+        # dims NetCanvas puts before the model's own: none, or the batch of a model imported as one
+        # sample, whose computed tensors' dims are then kept with a 1 in front, as if it had a batch
+        self.lead = int(one_sample)
+        self.notes: list[str] = [ONE_SAMPLE_NOTE] if one_sample else []  # what the import changed, for the user
         self.folded = 0  # elements in all folded constants so far
         self.graph = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in STANDARD_DOMAINS), 13)
@@ -335,7 +394,8 @@ class _Importer:
             tensor_type = info.type.tensor_type
             self.elem_types[info.name] = tensor_type.elem_type
             if tensor_type.HasField("shape"):
-                self.dims[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+                self.dims[info.name] = self._batched([d.dim_value if d.HasField("dim_value") else None
+                                                      for d in tensor_type.shape.dim], info.name)
         self.nodes_in_order = list(self.graph.node)
         self.index = {id(node): i for i, node in enumerate(self.nodes_in_order)}
         self.users: dict[str, list[int]] = collections.defaultdict(list)  # ONNX tensor -> consuming nodes
@@ -345,6 +405,7 @@ class _Importer:
                 self.users[name].append(i)
             self.producers.update(dict.fromkeys(node.output, i))
         self.graph_outputs = {value.name for value in self.graph.output}
+        self.computed = _computed_from_inputs(self.graph, self.consts, self.nodes_in_order)
         self.batch = _fixed_batch(self.graph, self.consts, self.dims)
         self.handled: set[int] = set()  # nodes folded, or claimed by a pattern other than its last node
         self.folded_nodes: set[int] = set()  # (a Shape node reads only the size of what it reads)
@@ -358,6 +419,10 @@ class _Importer:
         self.edges: list[Edge] = []
         self.state: dict[str, torch.Tensor] = {}
         self.origin: dict[str, str] = {}  # block id -> the ONNX node it came from (its module scope)
+
+    def _batched(self, dims: list, name: str) -> list:
+        """A computed tensor's dims as the converters read them: with the batch first."""
+        return [1, *dims] if self.lead and name not in self.consts else dims
 
     # ------------------------------------------------------------------ driver
     def run(self) -> tuple[GraphDoc, dict[str, torch.Tensor]]:
@@ -392,7 +457,10 @@ class _Importer:
                 self.folded_nodes.add(i)
                 failed.pop(i, None)
                 progress = True
-            if not progress or not self._sizes_missing() or not self._infer_again():
+            if not progress:
+                break
+            learned = self._sizes_missing() and self._infer_again()
+            if not failed and not learned:  # (a node that failed may fold now that others have)
                 break
         for i, why in failed.items():
             self.handled.add(i)
@@ -434,7 +502,7 @@ class _Importer:
         learned = False
         for info in [*inferred.graph.value_info, *inferred.graph.output]:
             shape = info.type.tensor_type.shape
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+            dims = self._batched([d.dim_value if d.HasField("dim_value") else None for d in shape.dim], info.name)
             known = self.dims.get(info.name)
             if info.type.tensor_type.HasField("shape") and (known is None or dims != known and all(
                     k is None or k == d for k, d in zip(known, dims))) and len(dims) == len(known or dims):
@@ -443,6 +511,8 @@ class _Importer:
         return learned
 
     def _match_patterns(self) -> None:
+        if self.lead:  # the rules read dims as a batch's; a model imported as one sample goes op by op
+            return
         for priority in sorted({p for rules in PATTERNS.values() for p, _ in rules}, reverse=True):
             for i, node in enumerate(self.nodes_in_order):
                 if i in self.handled or i in self.matches or not _standard(node):
@@ -477,6 +547,8 @@ class _Importer:
             if match is None and (not _standard(node) or node.op_type not in CONVERTERS):
                 self.unmapped[_op_label(node)] += 1  # (ops that fold on constants included)
                 self._poison(node)
+            elif self.lead and node.op_type not in ONE_SAMPLE_OPS:
+                self._refuse(node, "has no rule for a model imported as one sample")
             elif any(name in self.poisoned for name in (_tensors(match.inputs) if match else node.input)):
                 self._poison(node)  # what it would compute from a refused node's result is not known
             elif match is not None:
@@ -526,8 +598,8 @@ class _Importer:
             del self.state[key]
         exporter_default = self.graph.name in ("", "main_graph", "torch_jit", "torch-jit-export")
         name = self.path.stem if exporter_default else self.graph.name
-        return GraphDoc(name=name, nodes=nodes, edges=edges,
-                        meta={"imported_from": self.path.name, "opset": self.opset})
+        meta = {"imported_from": self.path.name, "opset": self.opset} | ({"notes": self.notes} if self.notes else {})
+        return GraphDoc(name=name, nodes=nodes, edges=edges, meta=meta)
 
     # ------------------------------------------------------------------ reading tensors
     def array(self, tensor, owner: str, place: Streamed | None = None) -> np.ndarray:
@@ -628,6 +700,17 @@ class _Importer:
         dims = self.dims.get(name)
         return None if dims is None else len(dims)
 
+    def axis(self, node, axis: int, tensor: str) -> int:
+        """ONNX ``axis`` of ``tensor`` as the dim of the block, PyTorch's numbering (batch = 0),
+        non-negative: the same dim, one further on in a model imported as one sample."""
+        rank = self.rank(tensor)
+        if rank is None:
+            self.fail(node, "works along a dim of a tensor whose rank is not known when importing")
+        own = rank - self.lead  # the model's own dims
+        if not -own <= int(axis) < own:
+            self.fail(node, f"names dim {int(axis)} of a tensor of {own} dims")
+        return int(axis) % own + self.lead
+
     def producer(self, tensor: str):
         """The node that computes ``tensor`` (None for inputs and initializers)."""
         index = self.producers.get(tensor)
@@ -692,6 +775,33 @@ class _Importer:
         self.values[output or node.output[0]] = (node_id, "out")
         return node_id
 
+    def step(self, node, block: str, params: dict, inputs: list[str] | dict[str, str], output: str) -> str:
+        """A block that computes a part of ``node`` (not its result): its output is the tensor ``output``,
+        a name of the import's own (``node.output[0] + '#t'``). Returns that name."""
+        if output not in self.values:
+            self.add(node, block, params, inputs, output=output)
+        return output
+
+    def same_rank(self, node, tensors: list[str], rank: int | None = None) -> list[str]:
+        """``tensors`` as an element-wise block takes them, all of one rank. In a model imported as
+        one sample, one of fewer dims than ``rank`` (default: the most of theirs) is reshaped with
+        dims of size 1 in front, as ONNX broadcasts it. (With a batch, fewer dims would line another
+        dim up with the batch: the block's shape check refuses that.)"""
+        ranks = [self.rank(t) for t in tensors]
+        if not self.lead or None in ranks:
+            return tensors
+        rank = rank or max(ranks)
+        return [t if r >= rank else self._ones_in_front(node, t, rank) for t, r in zip(tensors, ranks)]
+
+    def _ones_in_front(self, node, tensor: str, rank: int) -> str:
+        dims = self.dims[tensor]
+        shape = [1] * (rank - len(dims)) + dims[1:]  # one sample's
+        if None in shape:
+            self.fail(node, "broadcasts a tensor whose shape is not known when importing")
+        name = self.step(node, "reshape", {"shape": [int(d) for d in shape]}, [tensor], f"{tensor}#rank{rank}")
+        self.dims[name] = [1, *shape]
+        return name
+
     def alias(self, node, source: str) -> None:
         self.values[node.output[0]] = self.values[source]
 
@@ -719,6 +829,8 @@ class _Importer:
             self.poisoned.add(value.name)
             self.values[value.name] = ("", "out")
             return
+        if elem_type == self.onnx.TensorProto.DOUBLE and FLOAT64_NOTE not in self.notes:
+            self.notes.append(FLOAT64_NOTE)
         node_id = self._valid(self.ids.name(identifier(value.name, "x")), "x")
         self.nodes.append(Node(id=node_id, type="input", params={"shape": dims[1:], "dtype": dtype}))
         self.values[value.name] = (node_id, "out")
@@ -764,6 +876,16 @@ def decimal(value) -> float:
     """A float32 as the shortest decimal that reads back as it: 0.01, not 0.009999999776482582, so
     that params read as they were written."""
     return float(str(np.float32(value)))
+
+
+def _computed_from_inputs(graph, consts: dict, nodes: list) -> set[str]:
+    """The tensors computed from the graph's inputs, whose first dim is the batch; a Shape's result
+    is not one (it holds sizes), nor is anything computed from constants and sizes alone."""
+    computed = {v.name for v in graph.input if v.name not in consts}
+    for node in nodes:
+        if node.op_type != "Shape" and any(name in computed for name in node.input):
+            computed.update(node.output)
+    return computed
 
 
 def _fixed_batch(graph, consts: dict, dims: dict) -> int | None:
@@ -913,10 +1035,7 @@ def _conv_transpose(imp, node):
 
 
 def _matrix(imp, node, index: int) -> np.ndarray:
-    """The constant matrix of x @ W; a computed one is refused with what NetCanvas can do instead."""
-    if node.input[index] not in imp.consts:
-        imp.fail(node, "multiplies two computed tensors; NetCanvas's linear needs a constant weight "
-                       "(attention's products import with their attention block)")
+    """The constant matrix of x @ W (a computed one makes a matmul instead)."""
     weight = imp.consts[node.input[index]]
     if weight.ndim != 2:
         imp.fail(node, f"multiplies by a constant of shape {sizes_text(weight.shape)}, which is not a matrix")
@@ -935,10 +1054,13 @@ def linear_weights(imp, node, weight: np.ndarray, bias: np.ndarray | None) -> di
     return weights
 
 
-@converts("Gemm")
+@converts("Gemm", one_sample=True)
 def _gemm(imp, node):
     if imp.attr(node, "transA", 0):
         imp.fail(node, "transposes its input (transA=1)")
+    if node.input[1] not in imp.consts:
+        _gemm_of_tensors(imp, node)
+        return
     weight = _matrix(imp, node, 1)
     weight = weight if imp.attr(node, "transB", 0) else weight.T
     alpha, beta = imp.attr(node, "alpha", 1.0), imp.attr(node, "beta", 1.0)
@@ -949,8 +1071,37 @@ def _gemm(imp, node):
     imp.add(node, "linear", {"out_features": int(weight.shape[0]), "bias": bias is not None}, [node.input[0]], weights)
 
 
-@converts("MatMul")
+def _gemm_of_tensors(imp, node) -> None:
+    """alpha · A @ B (+ beta · C) of a computed B: a matmul (B transposed first for transB), then a
+    mul by alpha and an add of C where they change anything."""
+    a, b = node.input[0], node.input[1]
+    if not imp.lead:  # Gemm's B is 2-D: with a batch, its rows would be the samples
+        imp.fail(node, "multiplies two computed tensors along the batch dim; NetCanvas's matmul multiplies each "
+                       "sample's matrices")
+    if imp.attr(node, "transB", 0):
+        b = imp.step(node, "permute", {"dims": [2, 1]}, [b], f"{node.output[0]}#t")  # (P, K) -> (K, P)
+    result = imp.step(node, "matmul", {}, {"in0": a, "in1": b}, f"{node.output[0]}#mm")
+    alpha, beta = imp.attr(node, "alpha", 1.0), imp.attr(node, "beta", 1.0)
+    if alpha != 1:
+        result = imp.step(node, "mul", {"n": 1, "constant": alpha}, [result], f"{node.output[0]}#alpha")
+    c = node.input[2] if len(node.input) > 2 and node.input[2] and beta != 0 else None
+    if c is not None and c in imp.consts:
+        imp.add(node, "add", {"n": 1, "constant": single_number(imp, node, imp.consts[c] * beta)}, [result])
+    elif c is not None:
+        c = c if beta == 1 else imp.step(node, "mul", {"n": 1, "constant": beta}, [c], f"{node.output[0]}#beta")
+        imp.add(node, "add", {"n": 2}, {"in0": result, "in1": imp.same_rank(node, [c], imp.rank(node.output[0]))[0]})
+    else:
+        imp.alias(node, result)
+
+
+@converts("MatMul", one_sample=True)
 def _matmul(imp, node):
+    if node.input[1] not in imp.consts:  # a product of two computed tensors, per sample
+        ranks = {imp.rank(name) for name in node.input}
+        if len(ranks) != 1 or None in ranks or ranks.pop() < 3:
+            imp.fail(node, "multiplies two computed tensors that are not matrices of the same rank in each sample")
+        imp.add(node, "matmul", {}, {"in0": node.input[0], "in1": node.input[1]})
+        return
     weight = _matrix(imp, node, 1)
     imp.add(node, "linear", {"out_features": int(weight.shape[1]), "bias": False}, [node.input[0]],
             {"weight": weight.T})
@@ -973,7 +1124,7 @@ def single_number(imp, node, constant: np.ndarray) -> float:
     return decimal(constant.reshape(()))
 
 
-@converts("Add", "Mul", "Sum")
+@converts("Add", "Mul", "Sum", one_sample=True)
 def _merge(imp, node):
     inputs = [name for name in node.input if name]
     if len(inputs) == 1:
@@ -985,9 +1136,29 @@ def _merge(imp, node):
     params = {"n": len(tensors)}
     if len(constants) > 1:
         imp.fail(node, f"combines a tensor with {len(constants)} constants; NetCanvas combines tensors with one number")
+    if node.op_type in WEIGHT_BLOCKS and len(tensors) == 1 and constants and constants[0].size > 1:
+        _weight_block(imp, node, tensors[0], constants[0])
+        return
     if constants:
         params["constant"] = single_number(imp, node, constants[0])
+    tensors = imp.same_rank(node, tensors)
     imp.add(node, "mul" if node.op_type == "Mul" else "add", params, {f"in{i}": t for i, t in enumerate(tensors)})
+
+
+WEIGHT_BLOCKS = {"Mul": "scale", "Add": "shift"}
+"""A tensor times or plus a constant of more than one value: the block whose weight it becomes."""
+
+
+def _weight_block(imp, node, tensor: str, weight: np.ndarray) -> None:
+    """A tensor times or plus a constant of more than one value (ConvNeXt's layer scale, (C, 1, 1)):
+    a scale or shift block whose weight is that constant, where it broadcasts against each sample alone."""
+    rank = imp.rank(tensor)
+    while weight.ndim and rank is not None and weight.ndim >= rank and weight.shape[0] == 1:
+        weight = weight.reshape(weight.shape[1:])  # a leading 1 lines up with the batch
+    if rank is None or weight.ndim >= rank:
+        imp.fail(node, f"combines a tensor with a constant of shape {sizes_text(weight.shape)} that varies along "
+                       "the batch dim")
+    imp.add(node, WEIGHT_BLOCKS[node.op_type], {"shape": [int(d) for d in weight.shape]}, [tensor], {"weight": weight})
 
 
 def batchnorm_parts(imp, node) -> tuple[str, dict, dict[str, np.ndarray]]:
@@ -1011,33 +1182,32 @@ def _batchnorm(imp, node):
     imp.add(node, block, params, [node.input[0]], weights)
 
 
-@converts(*_ACTIVATIONS)
+@converts(*_ACTIVATIONS, one_sample=True)
 def _activation(imp, node):
     imp.add(node, _ACTIVATIONS[node.op_type], {}, [node.input[0]])
 
 
-@converts("LeakyRelu")
+@converts("LeakyRelu", one_sample=True)
 def _leaky_relu(imp, node):
     imp.add(node, "leaky_relu", {"negative_slope": float(imp.attr(node, "alpha", 0.01))}, [node.input[0]])
 
 
-@converts("Gelu")
+@converts("Gelu", one_sample=True)
 def _gelu(imp, node):
     imp.add(node, "gelu", {"approximate": imp.attr(node, "approximate", "none")}, [node.input[0]])
 
 
-@converts("Softmax", "LogSoftmax")
+@converts("Softmax", "LogSoftmax", one_sample=True)
 def _softmax(imp, node):
     """softmax or logsoftmax (the blocks are named as the ops, lower case)."""
-    rank = imp.rank(node.input[0])
     axis = imp.attr(node, "axis", -1 if imp.opset >= 13 else 1)
+    dim = imp.axis(node, axis, node.input[0])
     dims = imp.dims.get(node.input[0]) or []
-    if imp.opset < 13 and rank is not None and axis % rank != rank - 1 and \
-            any(d != 1 for d in dims[axis % rank + 1:]):  # over flattened dims, where more than one has a size
+    if imp.opset < 13 and any(d != 1 for d in dims[dim + 1:]):  # over flattened dims, where more than one has a size
         imp.fail(node, "uses the pre-opset-13 softmax over flattened dims")
-    if rank is not None and axis % rank == 0:
+    if dim == 0:
         imp.fail(node, "normalises over the batch dim")
-    imp.add(node, node.op_type.lower(), {"dim": int(axis)}, [node.input[0]])
+    imp.add(node, node.op_type.lower(), {"dim": dim if axis >= 0 else int(axis)}, [node.input[0]])
 
 
 def _pool(imp, node, kind: str):
@@ -1124,26 +1294,12 @@ def _global_avgpool(imp, node):
 
 
 def reduce_axes(imp, node) -> list[int] | None:
-    """The sorted, non-negative axes a Reduce* node reduces (attribute before opset 18, input after);
-    None where they or the input's rank are not known."""
+    """The sorted dims a Reduce* node reduces, as the block numbers them (``_Importer.axis``): an
+    attribute before opset 18 (ReduceSum's 13), an input after; None where they or the input's rank
+    are not known (or where none are given)."""
     rank = imp.rank(node.input[0])
     axes = imp.const(node, 1, "axes") if len(node.input) > 1 else imp.attr(node, "axes")
-    return sorted(int(a) % rank for a in np.ravel(axes)) if axes is not None and rank else None
-
-
-@converts("ReduceMean")
-def _reduce_mean(imp, node):
-    rank = imp.rank(node.input[0])
-    axes = reduce_axes(imp, node)
-    if rank is None or rank < 3 or axes != list(range(2, rank)):
-        imp.fail(node, f"averages over dims {axes}; NetCanvas averages over all the spatial dims together "
-                       "(global_avgpool), or over the last dim inside a layer norm")
-    if imp.attr(node, "keepdims", 1):
-        if rank != 4:
-            imp.fail(node, "keeps the averaged dims of a tensor that is not (N, C, H, W)")
-        imp.add(node, "adaptive_avgpool2d", {"output_size": 1}, [node.input[0]])
-    else:
-        imp.add(node, "global_avgpool", {}, [node.input[0]])
+    return sorted(imp.axis(node, a, node.input[0]) for a in np.ravel(axes)) if axes is not None and rank else None
 
 
 @converts("Flatten")
@@ -1156,9 +1312,9 @@ def _flatten(imp, node):
         imp.add(node, "flatten", {"start_dim": 1, "end_dim": -1}, [node.input[0]])
 
 
-@converts("Reshape")
+@converts("Reshape", one_sample=True)
 def _reshape(imp, node):
-    shape = list(imp.const(node, 1, "shape"))
+    shape = [BATCH] * imp.lead + list(imp.const(node, 1, "shape"))  # one sample's target: the batch goes first
     dims = imp.dims.get(node.input[0]) or []
     rest = shape[1:]
     copies = not imp.attr(node, "allowzero", 0)  # 0 copies the input's size there
@@ -1187,45 +1343,46 @@ def _flatten_start(rest: list[int], dims: list) -> int | None:
     return kept + 1 if rest[kept] in (-1, math.prod(sizes[kept:])) else None
 
 
-@converts("Unsqueeze", "Squeeze")
+@converts("Unsqueeze", "Squeeze", one_sample=True)
 def _unsqueeze(imp, node):
     """A computed tensor given dims of size 1, or stripped of them: a reshape to the size inferred."""
     axes = imp.const(node, 1, "axes") if len(node.input) > 1 else imp.attr(node, "axes")
     out = imp.dims.get(node.output[0])
-    rank = imp.rank(node.output[0] if node.op_type == "Unsqueeze" else node.input[0])
-    if axes is None or rank is None or any(int(a) % rank == 0 for a in np.ravel(axes)):
+    tensor = node.output[0] if node.op_type == "Unsqueeze" else node.input[0]  # whose dims the axes number
+    if axes is None or imp.rank(tensor) is None or any(imp.axis(node, a, tensor) == 0 for a in np.ravel(axes)):
         imp.fail(node, "adds or removes the batch dim (or dims not known when importing)")
     if out is None or any(d is None for d in out[1:]):
         imp.fail(node, "makes a shape that is not known when importing")
     imp.add(node, "reshape", {"shape": [int(d) for d in out[1:]]}, [node.input[0]])
 
 
-@converts("Transpose")
+@converts("Transpose", one_sample=True)
 def _transpose(imp, node):
     perm = list(imp.attr(node, "perm") or [])
+    perm = [0, *(p + 1 for p in perm)] if imp.lead and perm else perm  # one sample's dims come after the batch
     if not perm or perm[0] != 0:
         imp.fail(node, f"moves the batch dim (perm {perm})")
     imp.add(node, "permute", {"dims": [int(p) for p in perm[1:]]}, [node.input[0]])
 
 
-@converts("Concat")
+@converts("Concat", one_sample=True)
 def _concat(imp, node):
     if len(node.input) == 1:
         imp.alias(node, node.input[0])  # a concat of one tensor is that tensor
         return
-    rank = imp.rank(node.output[0])
     axis = imp.attr(node, "axis")
-    if rank is not None and axis % rank == 0:
+    dim = imp.axis(node, axis, node.output[0])
+    if dim == 0:
         imp.fail(node, "joins along the batch dim")
-    imp.add(node, "concat", {"n": len(node.input), "dim": int(axis)}, list(node.input))
+    imp.add(node, "concat", {"n": len(node.input), "dim": int(axis) if axis < 0 else dim}, list(node.input))
 
 
-@converts("Identity", "Dropout")
+@converts("Identity", "Dropout", one_sample=True)
 def _pass_through(imp, node):
     imp.alias(node, node.input[0])  # dropout does nothing at inference, which is what ONNX holds
 
 
-@converts("Cast")
+@converts("Cast", one_sample=True)
 def _cast(imp, node):
     """A cast that keeps the kind of values (float to float, integer to integer) changes nothing
     here: NetCanvas computes in float32 and counts ids in int64."""

@@ -14,13 +14,16 @@ from __future__ import annotations
 import numpy as np
 
 from blocks.activation import ACTIVATIONS, ONNX_FIXED_ATTRS
-from graphcore.interchange.onnx_import import check_legacy_broadcast, converts, decimal, single_number
+from graphcore.interchange.onnx_import import check_legacy_broadcast, converts, decimal, reduce_axes, single_number
 
 UNARY = {"Neg": "neg", "Abs": "abs", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal"}
 """ONNX op -> the ``op`` of the math block."""
 
 BINARY = {"Sub": "sub", "Div": "div", "Pow": "pow", "Min": "minimum", "Max": "maximum"}
 """ONNX op -> block type: two tensors, or a tensor and a single number."""
+
+REDUCE_OPS = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max", "ReduceMin": "min", "ReduceProd": "prod"}
+"""ONNX op -> the ``op`` of the reduce block."""
 
 PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 """ONNX Pad's mode -> the pad block's."""
@@ -34,12 +37,12 @@ def _ints(values) -> list[int]:
 
 
 # ---------------------------------------------------------------------- element-wise math
-@converts(*UNARY)
+@converts(*UNARY, one_sample=True)
 def _unary(imp, node):
     imp.add(node, "math", {"op": UNARY[node.op_type]}, [node.input[0]])
 
 
-@converts(*BINARY)
+@converts(*BINARY, one_sample=True)
 def _binary(imp, node):
     inputs = [name for name in node.input if name]
     block = BINARY[node.op_type]
@@ -51,7 +54,8 @@ def _binary(imp, node):
     check_legacy_broadcast(imp, node, inputs)
     constants = [i for i, name in enumerate(inputs) if name in imp.consts]
     if not constants:
-        imp.add(node, block, {}, {"in0": inputs[0], "in1": inputs[1]})
+        first, second = imp.same_rank(node, inputs)
+        imp.add(node, block, {}, {"in0": first, "in1": second})
         return
     (index,) = constants  # both constant: folded before conversion
     params = {"constant": single_number(imp, node, imp.consts[inputs[index]])}
@@ -71,7 +75,7 @@ def clip_bounds(imp, node) -> tuple[float | None, float | None]:
     return tuple(None if b is None or abs(b) >= FLOAT_LIMIT else decimal(b) for b in bounds)
 
 
-@converts("Clip")
+@converts("Clip", one_sample=True)
 def _clip(imp, node):
     low, high = clip_bounds(imp, node)
     if low is None and high is None:
@@ -83,7 +87,7 @@ def _clip(imp, node):
 
 
 # ---------------------------------------------------------------------- activations
-@converts(*ONNX_FIXED_ATTRS)
+@converts(*ONNX_FIXED_ATTRS, one_sample=True)
 def _fixed_activation(imp, node):
     """An activation whose ONNX op has attributes PyTorch's class fixes (Selu, HardSigmoid)."""
     block = ONNX_FIXED_ATTRS[node.op_type]
@@ -94,7 +98,7 @@ def _fixed_activation(imp, node):
     imp.add(node, block, {}, [node.input[0]])
 
 
-@converts("Elu")
+@converts("Elu", one_sample=True)
 def _elu(imp, node):
     imp.add(node, "elu", {"alpha": decimal(imp.attr(node, "alpha", 1.0))}, [node.input[0]])
 
@@ -136,6 +140,30 @@ def _instancenorm(imp, node):
     fixed = not learned and np.all(scale == 1) and np.all(bias == 0)
     params = {"eps": decimal(imp.attr(node, "epsilon", 1e-5)), "affine": not fixed}
     imp.add(node, f"instancenorm{n}d", params, [node.input[0]], None if fixed else {"weight": scale, "bias": bias})
+
+
+# ---------------------------------------------------------------------- reductions
+@converts(*REDUCE_OPS, one_sample=True)
+def _reduce(imp, node):
+    """reduce over the dims named. A mean over every spatial dim is a global average pool, imported
+    as the pool block (adaptive_avgpool2d where it keeps the dims of (N, C, H, W)). No axes reduce
+    every dim, the batch's too, unless noop_with_empty_axes makes that a pass-through."""
+    rank, axes = imp.rank(node.input[0]), reduce_axes(imp, node)
+    keep = bool(imp.attr(node, "keepdims", 1))
+    if not axes and imp.attr(node, "noop_with_empty_axes", 0):
+        imp.alias(node, node.input[0])
+        return
+    if rank is None:
+        imp.fail(node, "reduces a tensor whose rank is not known when importing")
+    axes = axes or list(range(rank))
+    if axes[0] == 0:
+        imp.fail(node, f"reduces over the batch dim (dims {axes})")
+    op = REDUCE_OPS[node.op_type]
+    if op == "mean" and not imp.lead and rank >= 3 and axes == list(range(2, rank)) and (not keep or rank == 4):
+        imp.add(node, "adaptive_avgpool2d" if keep else "global_avgpool", {"output_size": 1} if keep else {},
+                [node.input[0]])
+        return
+    imp.add(node, "reduce", {"op": op, "dims": axes, "keepdim": keep}, [node.input[0]])
 
 
 # ---------------------------------------------------------------------- moving values
@@ -189,20 +217,21 @@ def _tile(imp, node):
     imp.add(node, "tile", {"repeats": repeats[first:]}, [node.input[0]])
 
 
-@converts("Split")
+@converts("Split", one_sample=True)
 def _split(imp, node):
     rank = imp.rank(node.input[0])
-    axis = int(imp.attr(node, "axis", 0))
-    if rank is None or axis % rank == 0:
+    given_axis = int(imp.attr(node, "axis", 0))
+    axis = imp.axis(node, given_axis, node.input[0])
+    if axis == 0:
         imp.fail(node, "cuts along the batch dim")
     given = imp.attr(node, "split") if imp.opset < 13 else imp.const(node, 1, "split")
     if given is not None:
         sizes = _ints(given)
     else:  # equal pieces: their sizes are what shape inference gave each output
-        sizes = [(imp.dims.get(name) or [None] * rank)[axis % rank] for name in node.output]
+        sizes = [(imp.dims.get(name) or [None] * rank)[axis] for name in node.output]
         if None in sizes:
             imp.fail(node, "cuts into pieces whose sizes are not known when importing")
-    node_id = imp.add(node, "split", {"sizes": sizes, "dim": axis}, [node.input[0]])
+    node_id = imp.add(node, "split", {"sizes": sizes, "dim": given_axis if given_axis < 0 else axis}, [node.input[0]])
     for i, name in enumerate(node.output):
         imp.values[name] = (node_id, f"out{i}")
 
@@ -226,3 +255,49 @@ def _expand(imp, node):
         return
     first = next(i for i, r in enumerate(repeats) if r != 1)
     imp.add(node, "tile", {"repeats": repeats[first:]}, [node.input[0]])
+
+
+ENDLESS = 2**62  # an end at or past it is "to the end" (exporters write INT64_MAX, or the dim's size)
+
+
+def _slice_ranges(imp, node) -> list[tuple[int, int, int | None, int]]:
+    """(axis, start, end, step) per sliced axis: attributes before opset 10, constant inputs after."""
+    if imp.opset < 10:
+        starts, ends = imp.attr(node, "starts"), imp.attr(node, "ends")
+        axes, steps = imp.attr(node, "axes"), None
+    else:
+        starts, ends = (imp.const(node, i, what) for i, what in ((1, "starts"), (2, "ends")))
+        axes, steps = imp.const(node, 3, "axes"), imp.const(node, 4, "steps")
+    starts, ends = _ints(starts), _ints(ends)
+    axes = _ints(axes) if axes is not None else list(range(len(starts)))
+    steps = _ints(steps) if steps is not None else [1] * len(starts)
+    rank = imp.rank(node.input[0])
+    if rank is None:
+        imp.fail(node, "slices a tensor whose rank is not known when importing")
+    dims = imp.dims[node.input[0]]
+    ranges = []
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
+        axis = imp.axis(node, axis, node.input[0])
+        size = dims[axis]
+        if step < 1:
+            imp.fail(node, f"steps by {step} along dim {axis}; NetCanvas's slice steps forward")
+        whole = start == 0 and (end >= ENDLESS or size is not None and end >= size) and step == 1
+        if axis == 0 and not whole:
+            imp.fail(node, "slices the batch dim")
+        if not whole:
+            ranges.append((axis, start, None if end >= ENDLESS or size is not None and end >= size else end, step))
+    return ranges
+
+
+@converts("Slice", one_sample=True)
+def _slice(imp, node):
+    """A range along each sliced dim of a computed tensor: one slice block per dim, chained."""
+    ranges = _slice_ranges(imp, node)
+    if not ranges:
+        imp.alias(node, node.input[0])
+        return
+    tensor = node.input[0]
+    for i, (axis, start, end, step) in enumerate(ranges):
+        out = node.output[0] if i == len(ranges) - 1 else f"{node.output[0]}#slice{i}"
+        imp.add(node, "slice", {"dim": axis, "start": start, "end": end, "step": step}, [tensor], output=out)
+        tensor = out
