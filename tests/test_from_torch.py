@@ -14,6 +14,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from resnet_style import BasicBlock, randomised_norms
 from test_cli_export import run
 from test_cli_train import assert_usage_error
 from torch import nn
@@ -90,27 +91,6 @@ def test_a_flat_template_stays_flat_with_its_hierarchy_and_gets_positions(tmp_pa
 
 
 # ----------------------------------------------------------------------------- hand-written modules
-class BasicBlock(nn.Module):
-    """torchvision's ResNet block: in-place ReLUs, ``out += identity``, an optional downsample."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu(out)
-
-
 class SmallResNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -165,15 +145,6 @@ class TinyUNet(nn.Module):
         h = self.mid(self.down(skip))
         h = F.interpolate(h, scale_factor=2.0, mode="nearest")
         return self.out(F.relu(self.dec(torch.cat([h, skip], dim=1))))
-
-
-def randomised_norms(module: nn.Module) -> nn.Module:
-    """Batch norms with running statistics that are not the identity, so that they matter."""
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return module
 
 
 def test_a_resnet_with_residuals_imports_with_its_stages_as_subgraphs():

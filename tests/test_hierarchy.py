@@ -10,6 +10,7 @@ import torch
 from nicegui.elements.upload_files import SmallFileUpload
 from nicegui.testing import User
 from onnx import TensorProto, helper
+from resnet_style import BasicBlock, randomised_norms
 from test_app_user import editor_of, open_editor
 from torch import nn
 
@@ -19,24 +20,6 @@ from graphcore.interchange.hierarchy import group_by_scope, layered_layout, onnx
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 EXPORTERS = ("torchscript", pytest.param("dynamo", marks=pytest.mark.slow))
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
 
 
 class ResNet18(nn.Module):
@@ -63,13 +46,7 @@ class ResNet18(nn.Module):
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
     torch.manual_seed(0)
-    net = ResNet18()
-    for module in net.modules():  # trained-looking norms, so folding them into the convs matters
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.5, 0.5)
+    net = randomised_norms(ResNet18(), affine=True)  # trained-looking norms
     return net.eval()
 
 
