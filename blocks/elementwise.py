@@ -88,6 +88,7 @@ class Binary(Block):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The op on the two inputs, or on the input and the constant."""
         if y is None:
+            assert self.constant is not None, "checked by the shape rule: one input comes with a constant"
             y = torch.full((), self.constant, dtype=x.dtype, device=x.device)
             if self.constant_first:
                 x, y = y, x

@@ -138,7 +138,7 @@ def _instancenorm_build(cls: Callable[..., nn.Module]) -> ModuleFactory[Instance
     return lambda p, ins: cls(ins["in"][0], eps=p.eps, affine=p.affine)
 
 
-for _n, _cls in _INSTANCENORMS.items():
+for _n, _norm in _INSTANCENORMS.items():
     register(BlockSpec(
         type=f"instancenorm{_n}d",
         category="norm",
@@ -146,7 +146,7 @@ for _n, _cls in _INSTANCENORMS.items():
             "variance 1.",
         params=InstanceNormParams,
         shape=_instancenorm_rule(_n),
-        build=_instancenorm_build(_cls),
+        build=_instancenorm_build(_norm),
         examples=(Example({"in": (6, 5, 4, 3)[:_n + 1]}), Example({"in": (3, 4, 4, 4)[:_n + 1]}, {"affine": True})),
     ))
 
