@@ -80,13 +80,64 @@ def _shape(imp, node, inputs):
         return np.array(inputs[0].shape, np.int64)[imp.attr(node, "start", 0):imp.attr(node, "end", None)]
     if node.input[0] not in imp.computed:  # sizes not folded yet: their first dim is no batch
         imp.fail(node, "reads the shape of a constant that is not known when importing")
-    dims = imp.dims.get(node.input[0])
-    if dims is None or any(d is None for d in dims[1:]):
+    values = _sizes(imp, node.input[0])
+    if values is None:
         imp.fail(node, "reads a shape that is not known when importing")
-    # one sample's shape is all fixed; a batch's first size is the symbol N
-    values = np.array(dims[1:], np.int64) if imp.lead else np.array([BATCH, *dims[1:]], dtype=object)
     start, end = imp.attr(node, "start", 0), imp.attr(node, "end", None)
     return values[start:end]
+
+
+# ops whose result has their (first computed) input's sizes, or with the last one changed (x @ W)
+SAME_SIZES = frozenset({"Add", "Sub", "Mul", "Div", "Cast", "Identity", "LayerNormalization", "Softmax", "Relu",
+                        "Sigmoid", "Tanh", "Erf", "Gelu", "MatMul"})
+
+
+def _sizes(imp, tensor: str) -> np.ndarray | None:
+    """The sizes of computed ``tensor``, N among them. Inferred dims cannot say which unknown size is
+    the batch once a transpose has moved it, so this follows ``tensor`` back through ops that keep
+    sizes (``SAME_SIZES``) and transposes to a Reshape whose folded target names every size and N,
+    or to dims that it reads with N first, and replays the transposes."""
+    steps = []  # the nodes passed, from ``tensor`` back
+    node = imp.producer(tensor)
+    while not imp.lead and node is not None:
+        target = imp.consts.get(node.input[1]) if node.op_type == "Reshape" else None
+        if target is not None and target.ndim == 1 and any(isinstance(d, BatchSize) for d in target) \
+                and all(isinstance(d, BatchSize) or d > 0 for d in target):
+            return _replayed(imp, target.astype(object), steps)
+        computed = [name for name in node.input if name in imp.computed]
+        if node.op_type not in SAME_SIZES | {"Transpose"} or len(computed) != 1 or not _keeps_sizes(imp, node):
+            break
+        steps.append(node)
+        tensor = computed[0]
+        node = imp.producer(tensor)
+    dims = imp.dims.get(tensor)
+    if dims is None or any(d is None for d in dims[1:]):
+        return None
+    # one sample's shape is all fixed; a batch's first size is the symbol N
+    return np.array(dims[1:], np.int64) if imp.lead else _replayed(imp, np.array([BATCH, *dims[1:]], dtype=object),
+                                                                   steps)
+
+
+def _keeps_sizes(imp, node) -> bool:
+    """Whether ``node``'s constants broadcast into its computed input without enlarging it (a MatMul's
+    weight aside): then it has that input's sizes."""
+    dims = imp.dims.get(next(name for name in node.input if name in imp.computed)) or []
+    consts = [] if node.op_type == "MatMul" else [imp.consts[name] for name in node.input if name in imp.consts]
+    return all(c.size == 1 or (c.ndim <= len(dims) and all(
+        d == 1 or d == have for d, have in zip(c.shape[::-1], dims[::-1]))) for c in consts)
+
+
+def _replayed(imp, sizes: np.ndarray, steps: list) -> np.ndarray | None:
+    """``sizes`` after ``steps`` (last first): transposes permute them, x @ W sets the last."""
+    for node in reversed(steps):
+        if node.op_type == "Transpose":
+            sizes = sizes[list(imp.attr(node, "perm") or range(len(sizes))[::-1])]
+        elif node.op_type == "MatMul":
+            weight = imp.consts.get(node.input[1])
+            if weight is None or weight.ndim != 2 or node.input[0] not in imp.computed:
+                return None
+            sizes = np.array([*sizes[:-1], weight.shape[1]], dtype=object)
+    return sizes
 
 
 def _filled(imp, node, inputs) -> int:
@@ -102,6 +153,9 @@ def _constant_of_shape(imp, node, inputs):
 
 
 def _range_elements(imp, node, inputs) -> int:
+    if any(isinstance(np.ravel(a)[0], BatchSize) for a in inputs):
+        imp.fail(node, "counts along the batch size, which an import cannot know (an index over the whole batch, "
+                       "as torch.export writes for as_strided)")
     start, limit, delta = (float(np.ravel(a)[0]) for a in inputs)
     return max(0, math.ceil((limit - start) / delta)) if delta else 0
 

@@ -492,8 +492,9 @@ class _Importer:
                 elem = onnx.helper.np_dtype_to_tensor_dtype(value.dtype if known is not None else np.dtype(np.int64))
                 typed.append(onnx.helper.make_tensor_value_info(name, elem, list(value.shape)))
         inputs = [v for v in self.graph.input if v.name not in self.consts]
+        reshaped = [info for n in remaining if n.op_type == "Reshape" and (info := self._reshaped_info(n)) is not None]
         graph = onnx.helper.make_graph(remaining, self.graph.name or "g", inputs + typed, list(self.graph.output),
-                                       initializers)
+                                       initializers, value_info=reshaped)
         model = onnx.helper.make_model(graph, opset_imports=self.opset_imports, ir_version=self.ir_version)
         try:
             inferred = onnx.shape_inference.infer_shapes(model)
@@ -509,6 +510,16 @@ class _Importer:
                 learned |= known != dims
                 self.dims[info.name] = dims
         return learned
+
+    def _reshaped_info(self, node):
+        """The result of a Reshape to a folded target with N in it elsewhere than first (which
+        inference cannot be given: a 0 there would copy another size), typed with N's sizes unknown."""
+        target, elem = self.consts.get(node.input[1]), self.elem_types.get(node.input[0])
+        if target is None or target.dtype != object or target.ndim != 1 or _reshape_target(target) is not None \
+                or not elem or not all(isinstance(d, BatchSize) or d > 0 for d in target):
+            return None
+        dims = [None if isinstance(d, BatchSize) else int(d) for d in target]
+        return self.onnx.helper.make_tensor_value_info(node.output[0], elem, dims)
 
     def _match_patterns(self) -> None:
         if self.lead:  # the rules read dims as a batch's; a model imported as one sample goes op by op
@@ -1468,6 +1479,7 @@ IMPORTED_AS_OTHERS: dict[str, str] = {
     "identity": "does nothing: imports as a connection",
     "dropout": "does nothing at inference: imports as a connection",
     "dropout2d": "does nothing at inference: imports as a connection",
+    "pad": "circular padding exports as Slices and a Concat, which import as slice and concat blocks",
 }
 """Block types whose ONNX export imports as other blocks, and why."""
 
@@ -1475,7 +1487,6 @@ EXPORT_ONLY: dict[str, str] = {
     "adaptive_avgpool2d": "an output size that does not divide the input exports as index arithmetic (GatherND)",
     "lrn": "PyTorch exports LocalResponseNorm as its arithmetic around an If on the input's rank; ONNX's LRN op "
            "imports as lrn",
-    "pad": "circular padding exports as Slices and a Concat",
     "time_embedding": "its sinusoids (Sin, Cos) have no block",
     "temporal_attention": "it folds the pixels into the batch dim (a Reshape across the batch)",
     "spatial_attention": "it folds the frames into the batch dim (a Reshape across the batch)",

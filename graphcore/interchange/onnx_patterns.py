@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from graphcore.interchange.onnx_import import Match, batchnorm_parts, decimal, pattern, reduce_axes
+from graphcore.interchange.onnx_import import BATCH, BatchSize, Match, batchnorm_parts, decimal, pattern, reduce_axes
 from graphcore.interchange.onnx_ops import clip_bounds
 
 TOLERANCE = 1e-4  # how near a constant must be to the one a form needs (exporters write float32)
@@ -381,9 +381,12 @@ def _permutation(imp, tensor: str) -> tuple[str, tuple[int, ...], list] | None:
     merge = imp.producer(swap.input[0]) if swap is not None and swap.op_type == "Transpose" else None
     if merge is None or merge.op_type != "Reshape" or list(imp.attr(swap, "perm")) != [0, 2, 1]:
         return None
-    before, after = imp.dims.get(merge.input[0]), imp.dims.get(node.output[0])
-    if before is None or after is None or len(before) != 4 or after[:2] != before[:2] or \
-            after[2:] != before[:1:-1] or imp.sole_user(merge.output[0]) is not swap:
+    # the split's target, not its inferred dims: inference reads the N in it as "keep dim 0", which
+    # after the merge is N·h, not N
+    before, target = imp.dims.get(merge.input[0]), imp.consts.get(node.input[1])
+    if before is None or target is None or len(before) != 4 or len(target) != 4 or \
+            not (target[0] == BATCH or target[0] == -1) or list(target[1:]) != [before[1], *before[:1:-1]] or \
+            imp.sole_user(merge.output[0]) is not swap:
         return None
     return merge.input[0], (0, 1, 3, 2), [node, swap, merge]
 
@@ -450,3 +453,127 @@ def _groupnorm(imp, norm):
     weights = {"weight": np.ones(channels, np.float32) if weight is None else weight,
                "bias": np.zeros(channels, np.float32) if bias is None else bias} if len(nodes) > 3 else None
     return Match(_at(imp, *nodes), "groupnorm", params, [x], weights)
+
+
+# ---------------------------------------------------------------------- nn.MultiheadAttention
+@pattern("Softmax", priority=1)
+def _batch_second_attention(imp, softmax):
+    """nn.MultiheadAttention (batch_first) as both torch exporters write it: the tokens transposed to
+    (T, N, D), one packed q/k/v projection reshaped to (T, N, 3, D) and split, each part reshaped to
+    (T, N·h, d), transposed and reshaped to (N, h, T, d) (the heads in the batch dim for a while),
+    softmax(q·kᵀ/√d)·v, then back to (T·N, D), the output projection, (T, N, D) and (N, T, D):
+    multihead_attention."""
+    if imp.rank(softmax.input[0]) != 4 or imp.attr(softmax, "axis", -1) % 4 != 3:
+        return None
+    nodes = [softmax]
+    scores, scale = _unscaled(imp, softmax.input[0], nodes)
+    product, apply = imp.producer(scores), _user(imp, softmax.output[0], "MatMul")
+    if product is None or product.op_type != "MatMul" or apply is None or apply.input[0] != softmax.output[0]:
+        return None
+    nodes += [product, apply]
+    (queries, scale_q), (keys, scale_k) = (_unscaled(imp, name, nodes) for name in product.input)
+    keys = _last_two_swapped(imp, keys, nodes)
+    parts = [_packed_part(imp, name, nodes) for name in (queries, keys, apply.input[1])]
+    if keys is None or None in parts or [p[0] for p in parts] != [0, 1, 2] or len({p[1:] for p in parts}) != 1:
+        return None
+    _, packed, heads, head_dim = parts[0]
+    projection = _packed_projection(imp, packed, heads * head_dim, nodes)
+    out = _batch_second_output(imp, apply.output[0], heads * head_dim, nodes)
+    if projection is None or out is None or not _near(np.array(scale * scale_q * scale_k), 1 / math.sqrt(head_dim)):
+        return None
+    x, weight, bias = projection
+    weights = {"out_proj.weight": out[0], "out_proj.bias": out[1]}
+    for i, name in enumerate("qkv"):
+        rows = slice(i * heads * head_dim, (i + 1) * heads * head_dim)
+        weights |= {f"{name}_proj.weight": weight[rows], f"{name}_proj.bias": bias[rows]}
+    return Match(_at(imp, *nodes), "multihead_attention", {"num_heads": heads}, [x], weights)
+
+
+def _last_two_swapped(imp, tensor: str, nodes: list) -> str | None:
+    """The tensor whose last two dims ``tensor`` swaps (kᵀ), by a Transpose or torch.export's
+    Reshape -> Transpose -> Reshape."""
+    step = _permutation(imp, tensor)
+    if step is None or step[1] != (0, 1, 3, 2):
+        return None
+    nodes += step[2]
+    return step[0]
+
+
+def _packed_part(imp, tensor: str, nodes: list) -> tuple[int, str, int, int] | None:
+    """(which of q/k/v, the packed (3, T, N, D) tensor, heads, head dim) where ``tensor`` is one part
+    of it as (N, h, T, d): Gather -> Reshape (T, N·h, d) -> Transpose -> Reshape (N, h, T, d)."""
+    heads_first = imp.producer(tensor)
+    target = imp.consts.get(heads_first.input[1]) if heads_first is not None and heads_first.op_type == "Reshape" \
+        else None
+    swap = imp.producer(heads_first.input[0]) if target is not None else None
+    merged = imp.producer(swap.input[0]) if swap is not None and swap.op_type == "Transpose" else None
+    split = imp.consts.get(merged.input[1]) if merged is not None and merged.op_type == "Reshape" else None
+    gather = imp.producer(merged.input[0]) if split is not None else None
+    index = imp.consts.get(gather.input[1]) if gather is not None and gather.op_type == "Gather" else None
+    if index is None or index.size != 1 or imp.attr(gather, "axis", 0) != 0 \
+            or list(imp.attr(swap, "perm")) != [1, 0, 2] or len(target) != 4 or len(split) != 3 \
+            or not (target[0] == BATCH or target[0] == -1):
+        return None
+    _, heads, tokens, head_dim = (int(v) if not isinstance(v, BatchSize) else v for v in target)
+    if any(isinstance(v, BatchSize) for v in (heads, tokens, head_dim)) or split[0] != tokens or split[2] != head_dim:
+        return None
+    nodes += [heads_first, swap, merged, gather]
+    return int(index.reshape(())), gather.input[0], heads, head_dim
+
+
+def _packed_projection(imp, packed: str, width: int, nodes: list) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(x, in_proj weight (3D, D), bias) where ``packed`` is Transpose(x) @ W + b reshaped to
+    (T, N, 3, D), unsqueezed, transposed [3, 1, 2, 0, 4] and squeezed to (3, T, N, D)."""
+    squeeze = imp.producer(packed)
+    moved = imp.producer(squeeze.input[0]) if squeeze is not None and squeeze.op_type == "Squeeze" else None
+    unsqueeze = imp.producer(moved.input[0]) if moved is not None and moved.op_type == "Transpose" else None
+    split = imp.producer(unsqueeze.input[0]) if unsqueeze is not None and unsqueeze.op_type == "Unsqueeze" else None
+    target = imp.consts.get(split.input[1]) if split is not None and split.op_type == "Reshape" else None
+    if target is None or list(imp.attr(moved, "perm")) != [3, 1, 2, 0, 4] or len(target) != 4 \
+            or list(target[2:]) != [3, width]:
+        return None
+    found = []
+    projection = _input_projection(imp, split.input[0], found)
+    matmul = found[0] if found else None
+    tokens_first = imp.producer(projection[0]) if projection is not None else None
+    if tokens_first is None or tokens_first.op_type != "Transpose" \
+            or list(imp.attr(tokens_first, "perm")) != [1, 0, 2] or projection[1].shape != (3 * width, width) \
+            or matmul.input[0] != tokens_first.output[0]:
+        return None
+    nodes += [squeeze, moved, unsqueeze, split, *found, tokens_first]
+    return tokens_first.input[0], projection[1], projection[2]
+
+
+def _batch_second_output(imp, tensor: str, width: int, nodes: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """The output projection's (weight, bias) after the heads (N, h, T, d) are transposed to
+    (T, N, h, d), reshaped to (T·N, D), projected by a Gemm, reshaped to (T, N, D) and
+    transposed to (N, T, D)."""
+    back = _user(imp, tensor, "Transpose")
+    joined = _user(imp, back.output[0], "Reshape") if back and list(imp.attr(back, "perm")) == [2, 0, 1, 3] else None
+    target = imp.consts.get(joined.input[1]) if joined is not None else None
+    if target is None or len(target) != 2 or target[1] != width:
+        return None
+    gemm = _user(imp, joined.output[0], "Gemm")
+    projected = _gemm_projection(imp, gemm, width) if gemm is not None else None
+    if projected is None:
+        return None
+    weight, bias = projected
+    split = _user(imp, gemm.output[0], "Reshape")
+    tokens_second = split and _user(imp, split.output[0], "Transpose")
+    target = imp.consts.get(split.input[1]) if split else None
+    if not tokens_second or target is None or len(target) != 3 or list(imp.attr(tokens_second, "perm")) != [1, 0, 2] \
+            or weight.shape != (width, width):
+        return None
+    nodes += [back, joined, gemm, split, tokens_second]
+    return weight, bias
+
+
+def _gemm_projection(imp, gemm, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weight (out, in), bias) of a Gemm x @ Wᵀ (+ b) with constant weights and no scaling."""
+    weight = imp.consts.get(gemm.input[1])
+    bias = imp.consts.get(gemm.input[2]) if len(gemm.input) > 2 and gemm.input[2] else np.zeros(width, np.float32)
+    plain = imp.attr(gemm, "alpha", 1.0) == 1.0 and imp.attr(gemm, "beta", 1.0) == 1.0 and \
+        not imp.attr(gemm, "transA", 0)
+    if weight is None or bias is None or not plain or bias.size != width or weight.ndim != 2:
+        return None
+    return (weight if imp.attr(gemm, "transB", 0) else weight.T), bias.reshape(-1)
