@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import pytest
 from browser_marks import BROWSER
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -98,14 +103,23 @@ def menu_items(screen) -> list[str]:
     return [e.text for e in screen.selenium.find_elements(By.CSS_SELECTOR, ".nc-menu-item")]
 
 
+def clicked(screen, xpath: str) -> bool:
+    """Click the element at ``xpath`` once it takes the click: a dialog that is still growing in
+    (Quasar's opening transition) has its buttons under its own rows for a moment."""
+    try:
+        screen.selenium.find_element(By.XPATH, xpath).click()
+    except (NoSuchElementException, ElementClickInterceptedException, StaleElementReferenceException):
+        return False
+    return True
+
+
 def group_from_the_menu(screen, node_id: str) -> str:
     """Right-click a node, Group, accept the dialog's name: the subgraph node's id."""
     ActionChains(screen.selenium).context_click(node(screen, node_id)).perform()
     screen.wait_for(lambda: screen.selenium.find_elements(By.CSS_SELECTOR, '.nc-menu-item[data-action="group"]'))
     screen.selenium.find_element(By.CSS_SELECTOR, '.nc-menu-item[data-action="group"]').click()
     button = '//div[contains(@class, "q-dialog")]//button[normalize-space() = "Group"]'
-    screen.wait_for(lambda: screen.selenium.find_elements(By.XPATH, button))
-    screen.selenium.find_element(By.XPATH, button).click()
+    screen.wait_for(lambda: clicked(screen, button))
     screen.wait_for(lambda: "block_1" in nodes(screen))
     screen.wait_for(lambda: not screen.selenium.find_elements(By.CSS_SELECTOR, ".q-dialog__backdrop"))
     return "block_1"
