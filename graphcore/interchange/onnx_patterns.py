@@ -312,6 +312,29 @@ class _Heads(NamedTuple):
 def _attention(imp, softmax):
     """softmax(q·kᵀ/√d)·v over heads, with its four projections around it, as ``Attention`` (and
     torch's scaled_dot_product_attention) export: multihead_attention."""
+    core = _attention_core(imp, softmax)
+    if core is None:
+        return None
+    nodes, scale, queries, keys, apply = core
+    q, k, v = (_heads(imp, name, perm, nodes) for name, perm in
+               ((queries, (0, 2, 1, 3)), (keys, (0, 2, 3, 1)), (apply.input[1], (0, 2, 1, 3))))
+    out = _output_projection(imp, apply.output[0], nodes)
+    if None in (q, k, v, out) or len({q.heads, k.heads, v.heads}) != 1 or q.head_dim != k.head_dim \
+            or not _near(np.array(scale), 1 / math.sqrt(q.head_dim)):
+        return None
+    weights = {"out_proj.weight": out[0], "out_proj.bias": out[1]}
+    for name, part in zip("qkv", (q, k, v)):
+        weights |= {f"{name}_proj.weight": part.weight, f"{name}_proj.bias": part.bias}
+    if q.source == k.source == v.source:
+        return Match(_at(imp, *nodes), "multihead_attention", {"num_heads": q.heads}, [q.source], weights)
+    return Match(_at(imp, *nodes), "multihead_attention", {"num_heads": q.heads, "separate_inputs": True},
+                 {"q": q.source, "k": k.source, "v": v.source}, weights)
+
+
+def _attention_core(imp, softmax) -> tuple[list, float, str, str, object] | None:
+    """softmax(q·kᵀ·scale)·v around ``softmax`` (over the last dim of a rank-4 tensor): the nodes
+    so far, the product of every scale on the way, the unscaled queries and keys, and the MatMul
+    that applies the weights to v; None where the Softmax is not one."""
     if imp.rank(softmax.input[0]) != 4 or imp.attr(softmax, "axis", -1) % 4 != 3:
         return None
     nodes = [softmax]
@@ -321,19 +344,7 @@ def _attention(imp, softmax):
         return None
     nodes += [product, apply]
     (queries, scale_q), (keys, scale_k) = (_unscaled(imp, name, nodes) for name in product.input)
-    q, k, v = (_heads(imp, name, perm, nodes) for name, perm in
-               ((queries, (0, 2, 1, 3)), (keys, (0, 2, 3, 1)), (apply.input[1], (0, 2, 1, 3))))
-    out = _output_projection(imp, apply.output[0], nodes)
-    if None in (q, k, v, out) or len({q.heads, k.heads, v.heads}) != 1 or q.head_dim != k.head_dim \
-            or not _near(np.array(scale * scale_q * scale_k), 1 / math.sqrt(q.head_dim)):
-        return None
-    weights = {"out_proj.weight": out[0], "out_proj.bias": out[1]}
-    for name, part in zip("qkv", (q, k, v)):
-        weights |= {f"{name}_proj.weight": part.weight, f"{name}_proj.bias": part.bias}
-    if q.source == k.source == v.source:
-        return Match(_at(imp, *nodes), "multihead_attention", {"num_heads": q.heads}, [q.source], weights)
-    return Match(_at(imp, *nodes), "multihead_attention", {"num_heads": q.heads, "separate_inputs": True},
-                 {"q": q.source, "k": k.source, "v": v.source}, weights)
+    return nodes, scale * scale_q * scale_k, queries, keys, apply
 
 
 def _unscaled(imp, tensor: str, nodes: list) -> tuple[str, float]:
@@ -463,15 +474,10 @@ def _batch_second_attention(imp, softmax):
     (T, N·h, d), transposed and reshaped to (N, h, T, d) (the heads in the batch dim for a while),
     softmax(q·kᵀ/√d)·v, then back to (T·N, D), the output projection, (T, N, D) and (N, T, D):
     multihead_attention."""
-    if imp.rank(softmax.input[0]) != 4 or imp.attr(softmax, "axis", -1) % 4 != 3:
+    core = _attention_core(imp, softmax)
+    if core is None:
         return None
-    nodes = [softmax]
-    scores, scale = _unscaled(imp, softmax.input[0], nodes)
-    product, apply = imp.producer(scores), _user(imp, softmax.output[0], "MatMul")
-    if product is None or product.op_type != "MatMul" or apply is None or apply.input[0] != softmax.output[0]:
-        return None
-    nodes += [product, apply]
-    (queries, scale_q), (keys, scale_k) = (_unscaled(imp, name, nodes) for name in product.input)
+    nodes, scale, queries, keys, apply = core
     keys = _last_two_swapped(imp, keys, nodes)
     parts = [_packed_part(imp, name, nodes) for name in (queries, keys, apply.input[1])]
     if keys is None or None in parts or [p[0] for p in parts] != [0, 1, 2] or len({p[1:] for p in parts}) != 1:
@@ -479,7 +485,7 @@ def _batch_second_attention(imp, softmax):
     _, packed, heads, head_dim = parts[0]
     projection = _packed_projection(imp, packed, heads * head_dim, nodes)
     out = _batch_second_output(imp, apply.output[0], heads * head_dim, nodes)
-    if projection is None or out is None or not _near(np.array(scale * scale_q * scale_k), 1 / math.sqrt(head_dim)):
+    if projection is None or out is None or not _near(np.array(scale), 1 / math.sqrt(head_dim)):
         return None
     x, weight, bias = projection
     weights = {"out_proj.weight": out[0], "out_proj.bias": out[1]}
