@@ -202,13 +202,18 @@ async def test_reload_after_opening_a_file_keeps_it(user: User):
     assert [n.id for n in editor_of(user).session.doc.nodes] == ["input_1"]
 
 
-async def test_reload_after_opening_an_onnx_model_keeps_its_weights(user: User, workspace: Workspace):
+async def open_tiny_onnx(user: User) -> None:
+    """Open the editor, upload tiny.onnx through Open, and wait until its draft is kept."""
     await open_editor(user)
     user.find("open").click()
     upload = next(iter(user.find("open-upload").elements))
     await upload.handle_uploads([SmallFileUpload("tiny.onnx", "application/octet-stream", tiny_onnx())])
     await user.should_see("Opened tiny.onnx with its weights", retries=100)
     await autosaved(user)
+
+
+async def test_reload_after_opening_an_onnx_model_keeps_its_weights(user: User, workspace: Workspace):
+    await open_tiny_onnx(user)
     with user.client.layout:
         stored = json.dumps(dict(app.storage.tab))
     assert "fc.weight" not in stored and len(stored) < 10_000  # the tab keeps the key, not the weights
@@ -240,12 +245,7 @@ async def test_reload_after_opening_an_onnx_model_keeps_its_weights(user: User, 
 
 
 async def test_a_reload_says_when_the_imported_weights_are_gone(user: User, workspace: Workspace):
-    await open_editor(user)
-    user.find("open").click()
-    upload = next(iter(user.find("open-upload").elements))
-    await upload.handle_uploads([SmallFileUpload("tiny.onnx", "application/octet-stream", tiny_onnx())])
-    await user.should_see("Opened tiny.onnx with its weights", retries=100)
-    await autosaved(user)
+    await open_tiny_onnx(user)
     for kept in (workspace.root / ".netcanvas" / "weights").glob("*.pt"):
         kept.unlink()
     await open_editor(user)
