@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import onnx
@@ -279,6 +280,27 @@ def test_weights_computed_by_constant_of_shape_fold_into_the_block_and_stay_one_
     assert_same_outputs(model, path, np.random.default_rng(0).standard_normal((2, 3, 8, 8), np.float32))
 
 
+@pytest.mark.parametrize("reduction, indices, updates", [
+    ("none", [[0], [2]], [[1, 2, 3, 4], [5, 6, 7, 8]]),  # whole rows written: mask[0], mask[2] = ...
+    ("add", [[1, 3], [1, 3], [2, 0]], [5, 6, 7]),  # the same place twice: both added
+    ("max", [[0, 0], [2, 1]], [-3, 9]),
+])
+def test_in_place_writes_to_a_constant_fold_into_it(tmp_path, reduction, indices, updates):
+    """Swin's shift mask as the TorchScript exporter writes ``mask[h, w] = count``: ScatterND on
+    constants, folded into the constant the model then multiplies by (a scale block's weight)."""
+    consts = {"shape": np.array([3, 4], np.int64), "indices": np.array(indices, np.int64),
+              "updates": np.array(updates, np.float32)}
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["zeros"],
+                              value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ScatterND", ["zeros", "indices", "updates"], ["mask"], reduction=reduction),
+             helper.make_node("Mul", ["x", "mask"], ["y"])]
+    path = save(tmp_path / "m.onnx", nodes, [value("x", ["N", 3, 4])], [value("y", ["N", 3, 4])],
+                [numpy_helper.from_array(v, k) for k, v in consts.items()], opset=18)
+    doc, model = imported(path)
+    assert block_types(doc) == ["scale"]
+    assert_same_outputs(model, path, np.random.default_rng(0).standard_normal((2, 3, 4), np.float32))
+
+
 @pytest.mark.parametrize("target, block, params", [([1, 48], "flatten", {"start_dim": 1, "end_dim": -1}),
                                                    ([1, 3, 16], "flatten", {"start_dim": 2, "end_dim": -1}),
                                                    ([1, 12, 4], "reshape", {"shape": [12, 4]})])
@@ -420,6 +442,93 @@ def test_a_chain_of_adds_is_one_add_of_n_inputs(tmp_path):
     assert [(n.type, n.params) for n in doc.nodes if n.type == "add"] == [("add", {"n": 3})]
     rng = np.random.default_rng(0)
     assert_same_outputs(model, path, *(rng.standard_normal((2, 3), np.float32) for _ in range(3)))
+
+
+def as_strided_model(path, sample: list[int], offsets: np.ndarray, batch_stride: int | None = None):
+    """``y[n] = x[n].flatten()[offsets]`` as the torch.export exporter writes as_strided: the batch
+    flattened, and a Gather at indices Range(0, N) · (values in a sample) + offsets."""
+    size = math.prod(sample)
+    consts = {"flat": np.array([-1], np.int64), "zero": np.array(0, np.int64), "one": np.array(1, np.int64),
+              "stride": np.array(batch_stride or size, np.int64), "axes": np.arange(1, offsets.ndim + 1),
+              "offsets": offsets.reshape(1, *offsets.shape).astype(np.int64)}
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], end=1), helper.make_node("Squeeze", ["shape"], ["n"]),
+             helper.make_node("Reshape", ["x", "flat"], ["values"], name="flatten_batch"),
+             helper.make_node("Range", ["zero", "n", "one"], ["samples"], name="count_samples"),
+             helper.make_node("Mul", ["samples", "stride"], ["starts"]),
+             helper.make_node("Unsqueeze", ["starts", "axes"], ["starts_"]),
+             helper.make_node("Add", ["starts_", "offsets"], ["indices"]),
+             helper.make_node("Gather", ["values", "indices"], ["y"], axis=0, name="as_strided")]
+    return save(path, nodes, [value("x", ["N", *sample])], [value("y", ["N", *offsets.shape])],
+                [numpy_helper.from_array(v, k) for k, v in consts.items()], opset=18)
+
+
+SAMPLE = np.arange(24).reshape(2, 3, 4)  # each offset of a (2, 3, 4) sample, at its place
+
+
+@pytest.mark.parametrize("offsets, blocks", [
+    (SAMPLE, []),  # the sample as it is: a connection (ConvNeXt's permute after its pool)
+    (SAMPLE.reshape(6, 4), [("reshape", {"shape": [6, 4]})]),
+    (SAMPLE.transpose(1, 2, 0), [("permute", {"dims": [2, 3, 1]})]),
+    (SAMPLE[:, 1:3, ::2], [("reshape", {"shape": [2, 3, 2, 2]}), ("slice", {"dim": 2, "start": 1, "end": 3, "step": 1}),
+                           ("slice", {"dim": 4, "start": 0, "end": 1, "step": 1}), ("reshape", {"shape": [2, 2, 2]})]),
+    (SAMPLE[1, 2, 1:].reshape(3),
+     [("reshape", {"shape": [24]}), ("slice", {"dim": 1, "start": 21, "end": 24, "step": 1})]),
+    (np.arange(20, dtype=np.int64)[::5].reshape(2, 2),  # strides 10 and 5 over 24 values: the last 4 cut off
+     [("reshape", {"shape": [24]}), ("slice", {"dim": 1, "start": 0, "end": 20, "step": 1}),
+      ("reshape", {"shape": [2, 2, 5]}), ("slice", {"dim": 3, "start": 0, "end": 1, "step": 1}),
+      ("reshape", {"shape": [2, 2]})]),
+], ids=["itself", "reshaped", "permuted", "sliced", "one_row", "strides_past_the_end"])
+def test_as_strided_over_the_flattened_batch_is_the_view_it_reads(tmp_path, offsets, blocks):
+    path = as_strided_model(tmp_path / "m.onnx", [2, 3, 4], offsets)
+    doc, model = imported(path)
+    assert [(n.type, n.params) for n in doc.nodes if n.type not in ("input", "output")] == blocks
+    assert_same_outputs(model, path, np.random.default_rng(0).standard_normal((3, 2, 3, 4), np.float32))
+
+
+@pytest.mark.parametrize("offsets, batch_stride, why", [
+    (np.random.default_rng(0).permutation(24).reshape(4, 6), None, "at offsets that are no strided view of a sample"),
+    (SAMPLE.reshape(-1)[::-1].reshape(2, 12), None, "with strides \\[-12, -1\\], which read backwards"),
+    (np.array([[0, 1, 2], [1, 2, 3]]), None, "with strides \\[1, 1\\], which do not nest as a sample's dims do"),
+    (SAMPLE[0], 12, "at indices that do not move on by one sample \\(24 values\\)"),
+    (SAMPLE[:, :, 1:] + 1, None, "at offsets outside a sample of 24 values"),
+], ids=["shuffled", "reversed", "overlapping_windows", "half_a_sample_apart", "past_the_sample"])
+def test_as_strided_that_is_no_view_of_a_sample_is_refused_in_one_line(tmp_path, offsets, batch_stride, why):
+    path = as_strided_model(tmp_path / "m.onnx", [2, 3, 4], offsets, batch_stride)
+    with pytest.raises(ImportRefused) as caught:
+        gc.from_onnx(path)
+    (line,) = str(caught.value).splitlines()
+    gather = "ONNX node 'as_strided' \\(Gather\\) reads the flattened batch \\(as_strided\\)"
+    assert re.search(f"{gather} {why}", line), line
+
+
+def test_a_range_over_the_batch_that_no_pattern_reads_is_refused_naming_it(tmp_path):
+    consts = {"zero": np.array(0, np.int64), "one": np.array(1, np.int64), "axes": np.array([1], np.int64)}
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], end=1), helper.make_node("Squeeze", ["shape"], ["n"]),
+             helper.make_node("Range", ["zero", "n", "one"], ["samples"], name="count_samples"),
+             helper.make_node("Cast", ["samples"], ["counts"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["counts", "axes"], ["column"]),
+             helper.make_node("Add", ["x", "column"], ["y"])]
+    path = save(tmp_path / "m.onnx", nodes, [value("x", ["N", 3])], [value("y", ["N", 3])],
+                [numpy_helper.from_array(v, k) for k, v in consts.items()], opset=18)
+    with pytest.raises(ImportRefused) as caught:
+        gc.from_onnx(path)
+    assert str(caught.value).splitlines() == [
+        "error: m.onnx: ONNX node 'count_samples' (Range) counts along the batch size, which an import cannot know "
+        "(an index over the whole batch, as torch.export writes for as_strided)"]
+
+
+@SLOW
+@TORCH_EXPORT
+def test_torch_as_strided_exported_by_torch_export_imports_as_its_view(tmp_path):
+    """A view that starts one value in, with strides of 4, 12 and 2 over a (2, 3, 4) sample."""
+    class Strided(nn.Module):
+        def forward(self, x):
+            return torch.as_strided(x, (x.shape[0], 3, 2, 2), (24, 4, 12, 2), 1)
+
+    path = export_torch(Strided(), torch.randn(2, 2, 3, 4), tmp_path / "m.onnx", dynamo=True, opset=18)
+    doc, model = imported(path)
+    assert set(block_types(doc)) <= {"reshape", "slice", "permute"}
+    assert_same_outputs(model, path, np.random.default_rng(0).standard_normal((3, 2, 3, 4), np.float32))
 
 
 # ---------------------------------------------------------------------- weights are read once

@@ -251,6 +251,27 @@ def _transpose(imp, node, inputs):
     return np.transpose(inputs[0], imp.attr(node, "perm"))
 
 
+SCATTER_REDUCTIONS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+@folds("ScatterND")
+def _scatter_nd(imp, node, inputs):
+    """A copy of the data with the updates written at the indices (PyTorch's in-place writes,
+    ``mask[h, w] = count``, as its TorchScript exporter writes them); ``reduction`` combines them
+    with what is there instead."""
+    data, indices, updates = inputs
+    where = tuple(np.moveaxis(indices.astype(np.int64), -1, 0))  # one index array per leading dim of the data
+    result = data.copy()
+    reduction = imp.attr(node, "reduction", "none")
+    if reduction == "none":
+        result[where] = updates
+    elif reduction in SCATTER_REDUCTIONS:
+        SCATTER_REDUCTIONS[reduction].at(result, where, updates)
+    else:
+        imp.fail(node, f"has reduction={reduction!r}, which is not an ONNX ScatterND reduction")
+    return result
+
+
 def _tiled(imp, node, inputs) -> int:
     return inputs[0].size * math.prod(_ints(inputs[1], "repeats"))
 

@@ -71,13 +71,19 @@ FOLDERS: dict[str, Folder] = {}
 
 class Match(NamedTuple):
     """What a pattern rule found: the ONNX nodes it covers (indexes in graph order; the last one
-    computes the result) and the block they are."""
+    computes the result) and the block they are. A form that is several blocks in a row (a strided
+    view read as reshape, slice and permute) names the first in ``block`` and the rest in ``then``,
+    each fed by the one before; ``block`` '' is a form that computes its input unchanged. ``why``:
+    a form recognised that cannot be imported, refused in one line at its last node (rather than
+    one refusal per op it is made of)."""
 
     nodes: tuple[int, ...]
     block: str
     params: dict
     inputs: list[str] | dict[str, str]
     weights: dict[str, np.ndarray] | None = None
+    then: tuple[tuple[str, dict], ...] = ()
+    why: str = ""
 
 
 Pattern = Callable[["_Importer", "onnx.NodeProto"], Match | None]  # noqa: F821
@@ -409,6 +415,9 @@ class _Importer:
         self.batch = _fixed_batch(self.graph, self.consts, self.dims)
         self.handled: set[int] = set()  # nodes folded, or claimed by a pattern other than its last node
         self.folded_nodes: set[int] = set()  # (a Shape node reads only the size of what it reads)
+        # nodes of constants that did not fold -> why: refused when converted, unless a pattern claims them
+        # (the Range over the batch in torch.export's as_strided)
+        self.unfolded: dict[int, str] = {}
         self.matches: dict[int, Match] = {}  # index of a pattern's last node -> what it found
         self.anchors: dict[int, int] = {}  # index of a pattern's last node -> the node it was found at
         self.unmapped: collections.Counter[str] = collections.Counter()
@@ -441,7 +450,8 @@ class _Importer:
     def _fold_constants(self) -> None:
         """Fold every node that can be, in rounds. Shape inference cannot size what follows a Reshape
         to a computed target, and a Shape node may read such a size; so after a round that folded
-        something while sizes are missing, shapes are inferred again and the rest is retried."""
+        something while sizes are missing, shapes are inferred again and the rest is retried. What
+        does not fold stays for the patterns (``unfolded``)."""
         failed: dict[int, str] = {}
         while True:
             progress = False
@@ -462,9 +472,7 @@ class _Importer:
             learned = self._sizes_missing() and self._infer_again()
             if not failed and not learned:  # (a node that failed may fold now that others have)
                 break
-        for i, why in failed.items():
-            self.handled.add(i)
-            self._refuse(self.nodes_in_order[i], why)
+        self.unfolded = failed
 
     def _sizes_missing(self) -> bool:
         """Whether a node left to convert computes a tensor of sizes not known (batch aside)."""
@@ -543,7 +551,8 @@ class _Importer:
         covered = set(match.nodes) | self.folded_nodes
         last = max(match.nodes)
         inner = [out for i in set(match.nodes) - {last} for out in self.nodes_in_order[i].output]
-        if set(match.nodes) & (self.handled | set(self.matches)) or blocks.get(match.block) is None or any(
+        unknown = match.block and not match.why and blocks.get(match.block) is None
+        if set(match.nodes) & (self.handled | set(self.matches)) or unknown or any(
                 out in self.graph_outputs or not set(self.users[out]) <= covered for out in inner):
             return False
         self.handled |= set(match.nodes) - {last}
@@ -555,7 +564,9 @@ class _Importer:
             if i in self.handled:
                 continue
             match = self.matches.get(i)
-            if match is None and (not _standard(node) or node.op_type not in CONVERTERS):
+            if match is None and i in self.unfolded:
+                self._refuse(node, self.unfolded[i])
+            elif match is None and (not _standard(node) or node.op_type not in CONVERTERS):
                 self.unmapped[_op_label(node)] += 1  # (ops that fold on constants included)
                 self._poison(node)
             elif self.lead and node.op_type not in ONE_SAMPLE_OPS:
@@ -564,10 +575,23 @@ class _Importer:
                 self._poison(node)  # what it would compute from a refused node's result is not known
             elif match is not None:
                 covers = tuple(self.nodes_in_order[j] for j in (self.anchors[i], *match.nodes))
-                self._attempt(node, lambda node=node, m=match, c=covers: self.add(node, m.block, m.params, m.inputs,
-                                                                                  m.weights, covers=c))
+                self._attempt(node, lambda node=node, m=match, c=covers: self._add_match(node, m, c))
             else:
                 self._attempt(node, lambda node=node: CONVERTERS[node.op_type](self, node))
+
+    def _add_match(self, node, match: Match, covers: tuple) -> None:
+        """The blocks of a form a pattern found at ``node``, its last node (see ``Match``)."""
+        if match.why:
+            self.fail(node, match.why)
+        if not match.block:
+            self.alias(node, _tensors(match.inputs)[0])
+            return
+        steps = [(match.block, match.params, match.weights), *((block, params, None) for block, params in match.then)]
+        inputs = match.inputs
+        for i, (block, params, weights) in enumerate(steps):
+            output = node.output[0] if i == len(steps) - 1 else f"{node.output[0]}#{i}"
+            self.add(node, block, params, inputs, weights, output=output, covers=covers)
+            inputs = [output]
 
     def _attempt(self, node, step: Callable[[], object]) -> None:
         """Run one fold or conversion; a refusal is recorded, unless it only follows from an input

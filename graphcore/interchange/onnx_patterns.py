@@ -17,7 +17,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from graphcore.interchange.onnx_import import BATCH, BatchSize, Match, batchnorm_parts, decimal, pattern, reduce_axes
+from graphcore.interchange.onnx_import import (
+    BATCH,
+    FOLDERS,
+    BatchSize,
+    Match,
+    batchnorm_parts,
+    decimal,
+    pattern,
+    reduce_axes,
+)
 from graphcore.interchange.onnx_ops import clip_bounds
 
 TOLERANCE = 1e-4  # how near a constant must be to the one a form needs (exporters write float32)
@@ -583,3 +592,154 @@ def _gemm_projection(imp, gemm, width: int) -> tuple[np.ndarray, np.ndarray] | N
     if weight is None or bias is None or not plain or bias.size != width or weight.ndim != 2:
         return None
     return (weight if imp.attr(gemm, "transB", 0) else weight.T), bias.reshape(-1)
+
+
+# ---------------------------------------------------------------------- as_strided
+@pattern("Gather")
+def _strided_view(imp, gather):
+    """torch.export's as_strided: the batch flattened (a Reshape to [-1]) and read by a Gather at
+    indices n·P + offset for sample n (P values in a sample), counted from Range(0, N). Each sample
+    is then read at the same constant offsets; where they are a strided view of it, that is the
+    reshape, slice and permute blocks that read it so (nothing where it reads the sample as it is);
+    where they are not, the form is refused in one line, saying why."""
+    flat = imp.producer(gather.input[0])
+    if flat is None or flat.op_type != "Reshape" or imp.attr(gather, "axis", 0) != 0 or gather.input[1] in imp.consts:
+        return None
+    x, target = flat.input[0], imp.consts.get(flat.input[1])
+    dims = imp.dims.get(x)
+    if x not in imp.computed or dims is None or None in dims[1:] or target is None or target.size != 1:
+        return None
+    size = math.prod(dims[1:])
+    chain = _batch_index_chain(imp, gather.input[1])
+    if not (target.flat[0] == -1 or target.flat[0] == BATCH * size) or chain is None:
+        return None
+    offsets = _sample_offsets(imp, chain, gather.input[1], size)
+    steps = offsets if offsets is None or isinstance(offsets, str) else _view_steps(dims[1:], offsets)
+    if steps is None:
+        return None
+    nodes = _at(imp, flat, gather, *chain)
+    if isinstance(steps, str):
+        return Match(nodes, "", {}, [x], why=f"reads the flattened batch (as_strided) {steps}")
+    block, params = steps[0] if steps else ("", {})
+    return Match(nodes, block, params, [x], then=tuple(steps[1:]))
+
+
+def _batch_index_chain(imp, tensor: str) -> list | None:
+    """The nodes that compute ``tensor`` from constants and one Range(0, N) (the index of each
+    sample), each of an op that folding computes; None where it is computed otherwise."""
+    chain: dict[int, object] = {}
+    todo, ranges = [tensor], 0
+    while todo:
+        node = imp.producer(todo.pop())
+        if node is not None and id(node) in chain:
+            continue  # (a tensor used twice on the way)
+        if node is None or node.op_type not in FOLDERS or node.op_type == "Shape" or node.output[0] in imp.computed:
+            return None
+        chain[id(node)] = node
+        if node.op_type == "Range":
+            bounds = [imp.consts.get(name) for name in node.input]
+            if any(b is None or b.size != 1 for b in bounds) or [b.flat[0] for b in bounds] != [0, BATCH, 1]:
+                return None
+            ranges += 1
+        else:
+            todo += [name for name in node.input if name and name not in imp.consts]
+    return list(chain.values()) if ranges == 1 else None
+
+
+def _sample_offsets(imp, chain: list, indices: str, size: int) -> np.ndarray | str | None:
+    """The offsets at which ``indices`` read each sample of the flattened batch (``size`` values a
+    sample), from the indices ``chain`` computes for batches of 2 and 3: sample n must read at
+    n·size + the same offsets, inside the sample. Why not where they do not; None where the indices
+    cannot be computed, or do not count the samples along their first dim."""
+    two, three = (_indices_at(imp, chain, indices, batch) for batch in (2, 3))
+    if two is None or three is None or two.ndim == 0 or two.shape[0] != 2 or three.shape != (3, *two.shape[1:]) \
+            or not np.array_equal(three[:2], two):
+        return None
+    offsets = three[0]
+    if not all(np.array_equal(three[n], offsets + n * size) for n in (1, 2)):
+        return f"at indices that do not move on by one sample ({size} values) from each sample to the next"
+    if offsets.min(initial=0) < 0 or offsets.max(initial=0) >= size:
+        return f"at offsets outside a sample of {size} values"
+    return offsets
+
+
+def _indices_at(imp, chain: list, indices: str, batch: int) -> np.ndarray | None:
+    """``indices`` as ``chain`` computes them for ``batch`` samples (the Range counting them), by
+    the folding rules; None where that fails or would pass the import's limit on a tensor."""
+    values: dict[str, np.ndarray] = {}
+    for node in sorted(chain, key=lambda n: imp.index[id(n)]):
+        if node.op_type == "Range":
+            values[node.output[0]] = np.arange(batch, dtype=imp.consts[node.input[0]].dtype)
+            continue
+        inputs = [values.get(name, imp.consts.get(name)) if name else None for name in node.input]
+        folder = FOLDERS[node.op_type]
+        try:
+            if folder.elements(imp, node, inputs) > imp.limits.tensor_elements:
+                return None
+            result = folder.fold(imp, node, inputs)
+        except (ArithmeticError, IndexError, TypeError, ValueError):  # numpy refusing the shapes: no such form
+            return None
+        values.update(zip(node.output, map(np.asarray, result if isinstance(result, tuple) else (result,))))
+    value = values.get(indices)
+    return value if value is not None and np.issubdtype(value.dtype, np.integer) else None
+
+
+def _view_steps(sample: list[int], offsets: np.ndarray) -> list[tuple[str, dict]] | str:
+    """The reshape, slice and permute blocks (params of one sample's dims) that read a sample of
+    shape ``sample`` at ``offsets`` into its values, flattened: [] where that is the sample as it
+    is. They can where the offsets are a strided view (offset = base + Σ index·stride) whose
+    strides nest (each a multiple of the next smaller): the sample is reshaped to one dim per
+    stride, each sliced to the view's range, permuted to the view's order and reshaped to its
+    shape. Else why not, as the end of a sentence ("at offsets that ...")."""
+    size, shape = math.prod(sample), [int(n) for n in offsets.shape]
+    strided = _strides(offsets)
+    if strided is None:
+        return "at offsets that are no strided view of a sample (not base + Σ index·stride)"
+    base, strides = strided
+    if base == 0 and np.array_equal(offsets.reshape(-1), np.arange(size)):
+        return [] if shape == [int(n) for n in sample] else [("reshape", {"shape": shape})]
+    moving = sorted((j for j, n in enumerate(shape) if n > 1), key=lambda j: -strides[j])  # outermost first
+    tower = [strides[j] for j in moving]
+    if any(t <= 0 for t in tower):
+        return f"with strides {strides}, which read backwards or repeat values"
+    if any(a % b or a == b for a, b in zip(tower, tower[1:])):
+        return f"with strides {strides}, which do not nest as a sample's dims do (each a multiple of the next)"
+    tower += [1] if not tower or tower[-1] != 1 else []  # a dim of single values that the view starts within
+    counts = [size // tower[0], *(a // b for a, b in zip(tower, tower[1:]))]
+    starts = [base // tower[0], *(base % a // b for a, b in zip(tower, tower[1:]))]
+    lengths = [shape[j] for j in moving] + [1] * (len(tower) - len(moving))
+    if any(start + n > count for start, n, count in zip(starts, lengths, counts)):
+        return f"that run past the end of a sample of {size} values"
+    return _view_blocks(sample, shape, moving, counts, starts, lengths)
+
+
+def _strides(offsets: np.ndarray) -> tuple[int, list[int]] | None:
+    """(base, stride per dim) where ``offsets`` = base + Σ index·stride, else None."""
+    if offsets.size == 0:
+        return None
+    base = int(offsets.reshape(-1)[0])
+    strides = [int(offsets[tuple(int(k == j) for k in range(offsets.ndim))]) - base if n > 1 else 0
+               for j, n in enumerate(offsets.shape)]
+    affine = base + np.tensordot(np.indices(offsets.shape), np.array(strides, np.int64), axes=(0, 0))
+    return (base, strides) if np.array_equal(offsets, affine) else None
+
+
+def _view_blocks(sample: list[int], shape: list[int], moving: list[int], counts: list[int], starts: list[int],
+                 lengths: list[int]) -> list[tuple[str, dict]]:
+    """The blocks of ``_view_steps``: the sample as ``counts`` (one dim per stride, outermost first;
+    what does not fill the last outermost step cut off), each dim sliced to ``starts`` and
+    ``lengths``, the view's dims (``moving``, by stride) put back in order, reshaped to ``shape``."""
+    steps: list[tuple[str, dict]] = []
+    size, used = math.prod(sample), math.prod(counts)
+    if used != size:
+        steps += [("reshape", {"shape": [size]}), ("slice", {"dim": 1, "start": 0, "end": used, "step": 1})]
+    if used != size or counts != [int(n) for n in sample]:
+        steps.append(("reshape", {"shape": counts}))
+    steps += [("slice", {"dim": axis + 1, "start": start, "end": start + n, "step": 1})
+              for axis, (start, n, count) in enumerate(zip(starts, lengths, counts)) if (start, n) != (0, count)]
+    order = [moving.index(j) for j in sorted(moving)] + list(range(len(moving), len(counts)))
+    if order != sorted(order):
+        steps.append(("permute", {"dims": [axis + 1 for axis in order]}))
+    if [lengths[axis] for axis in order] != shape:
+        steps.append(("reshape", {"shape": shape}))
+    return steps
