@@ -214,6 +214,7 @@ class Importer:
         self.values: dict[str, list[tuple[str, str]]] = {}  # traced value -> the (node id, port)s giving it
         self.lost: set[str] = set()  # values of calls that failed: their users are not reported again
         self.folded: dict[str, torch.Tensor] = {}  # values computed from constants alone
+        self.absorbed: set[str] = set()  # results of later calls that a block already gives (``absorb``)
         self.call: Call | None = None  # the call being converted
         self._used: set[str] | None = None
 
@@ -237,17 +238,20 @@ class Importer:
     def _convert(self, calls: list[Call]) -> list[Problem]:
         problems: list[Problem] = []
         for call in calls:
+            if call.outputs and call.outputs[0] in self.absorbed:
+                continue  # an earlier call's block computes it too (a class token's positions)
             call = self._resolved(call)
             if any(v.name in self.lost for v in _values(call)):  # after a call that failed
                 self.lost.update(o for o in call.outputs if o)
                 if not isinstance(call.target, nn.Module) and call.target not in OPS:
                     problems.append(self._unknown(call))  # this one would fail too, whatever it gets
                 continue
+            if not _values(call):
+                if self._fills(call) or any(self.used(name) for name in call.outputs):
+                    self._fold(call)
+                continue
             if not any(self.used(name) for name in call.outputs):
                 continue  # nothing reads its results (an assertion, an unused attention map)
-            if not _values(call):
-                self._fold(call)
-                continue
             problem = self._module(call) if isinstance(call.target, nn.Module) else self._op(call)
             if problem is not None:
                 problems.append(problem)
@@ -261,6 +265,13 @@ class Importer:
 
         args, kwargs, named = pytree.tree_map(constant, (call.args, call.kwargs, call.named))
         return dataclasses.replace(call, args=args, kwargs=kwargs, named=named)
+
+    def _fills(self, call: Call) -> bool:
+        """Does the call write into a constant computed here (Swin's mask, filled in slices), which a
+        later call reads? A write into the module's own tensors is left undone: importing changes no module."""
+        written = call.args[0] if call.args else None
+        return isinstance(call.target, torch._ops.OpOverload) and call.target._schema.is_mutable and \
+            any(written is value for value in self.folded.values())
 
     def _fold(self, call: Call) -> None:
         """Compute a call on constants alone (``torch.ones(3)``, ``self.scale * 2``) now."""
@@ -321,6 +332,24 @@ class Importer:
             self._used |= {v.name for v in pytree.tree_leaves(self.trace.outputs) if isinstance(v, Value)}
         return name in self._used
 
+    def sole_user(self, value: Value) -> Call | None:
+        """The one op call that reads ``value`` (its constants given), where nothing else does: no
+        other call, no module call around it, not the module's outputs."""
+        if any(v == value for v in pytree.tree_leaves(self.trace.outputs)):
+            return None
+        users = [call for call in self._all_calls() if value in _values(call)]
+        if len(users) != 1 or isinstance(users[0].target, nn.Module):
+            return None
+        return self._resolved(users[0])
+
+    def absorb(self, later: Call) -> None:
+        """The block just added for this call computes ``later`` as well (a call that reads only
+        this call's result and constants): ``later``'s result is that block's, and it is not converted."""
+        call = self.call
+        assert call is not None and call.outputs[0] is not None and later.outputs[0] is not None
+        self.values[later.outputs[0]] = self.values[call.outputs[0]]
+        self.absorbed.add(later.outputs[0])
+
     def shape(self, value: Value) -> tuple[int, ...]:
         """The full shape of a traced value, the batch first."""
         return self.trace.info[value.name].shape
@@ -335,6 +364,33 @@ class Importer:
         ``weights`` (its state_dict, None entries left out); the call's results are its ``outputs`` ports."""
         call = self.call
         assert call is not None, "converters run inside a call"
+        node_id = self._node(call, block, params, inputs, weights)
+        for name, port in zip(call.outputs, outputs, strict=False):
+            if name is not None:
+                self.values.setdefault(name, []).append((node_id, port))
+        return node_id
+
+    def step(self, block: str, params: dict[str, Any], inputs: Sequence[Value] | dict[str, Value],
+             weights: dict[str, torch.Tensor | None] | None = None) -> Value:
+        """Add a block on the way to the call's result (a call that several blocks do, as a roll is
+        slices and a concat), fed as ``add``'s are; its result, to feed the next one (a value whose
+        shape the trace does not hold: the converter knows it)."""
+        call = self.call
+        assert call is not None, "converters run inside a call"
+        node_id = self._node(call, block, params, inputs, weights)
+        value = Value(f"{node_id}#out")  # '#' is in no traced name
+        self.values[value.name] = [(node_id, "out")]
+        return value
+
+    def alias(self, value: Value) -> None:
+        """The call's result is ``value`` itself (a copy, a no-op)."""
+        call = self.call
+        assert call is not None and call.outputs[0] is not None, "converters run inside a call"
+        self.values[call.outputs[0]] = self.values[value.name]
+
+    # -- building
+    def _node(self, call: Call, block: str, params: dict[str, Any], inputs: Sequence[Value] | dict[str, Value],
+              weights: dict[str, torch.Tensor | None] | None) -> str:
         if not isinstance(inputs, dict):
             inputs = {"in": inputs[0]} if len(inputs) == 1 else {f"in{i}": v for i, v in enumerate(inputs)}
         node_id = self._node_id(call, block)
@@ -345,18 +401,8 @@ class Importer:
         for key, tensor in (weights or {}).items():
             if tensor is not None:
                 self.state[f"{node_id}.{key}"] = tensor.detach().to("cpu", copy=True)
-        for name, port in zip(call.outputs, outputs, strict=False):
-            if name is not None:
-                self.values.setdefault(name, []).append((node_id, port))
         return node_id
 
-    def alias(self, value: Value) -> None:
-        """The call's result is ``value`` itself (a copy, a no-op)."""
-        call = self.call
-        assert call is not None and call.outputs[0] is not None, "converters run inside a call"
-        self.values[call.outputs[0]] = self.values[value.name]
-
-    # -- building
     def _node_id(self, call: Call, block: str) -> str:
         base = call.scope[-1] if call.scope and isinstance(call.target, nn.Module) else \
             ".".join((*call.scope[-1:], _op_name(call.target).removeprefix("aten.").rstrip("_")))

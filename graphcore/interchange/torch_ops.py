@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import blocks
+from blocks.shapes import shape_text
 from graphcore.interchange.torch_import import Importer, Refused, converts, converts_module
 from graphcore.interchange.torch_trace import Call, Value
 
@@ -50,6 +51,24 @@ def _number(imp: Importer, arg: Any, what: str) -> float:
                           "constants are single numbers (a learned tensor is a layer's weight)")
         return float(arg.item())
     return float(arg)
+
+
+def _per_sample(shape: tuple[int, ...], constant: torch.Tensor, what: str) -> torch.Tensor:
+    """``constant``, which broadcasts against a tensor of ``shape``, as the weight of one sample: its
+    leading 1s (the batch's) left out; refused where it varies along the batch or would make a sample bigger."""
+    if constant.dim() > len(shape):
+        raise Refused(f"combines a tensor of rank {len(shape)} with a {what} of rank {constant.dim()}, which puts "
+                      "dims before the batch dim")
+    weight = constant
+    while weight.dim() >= len(shape) and weight.shape[0] == 1:
+        weight = weight.reshape(weight.shape[1:])
+    if weight.dim() >= len(shape):
+        raise Refused(f"combines a tensor with a {what} of shape {list(constant.shape)} that varies along the "
+                      "batch dim")
+    if torch.broadcast_shapes(shape[1:], weight.shape) != shape[1:]:
+        raise Refused(f"broadcasts each sample {list(shape[1:])} up to more values with a {what} of shape "
+                      f"{list(constant.shape)}")
+    return weight.float()
 
 
 def _fixed(call: Call, **expected: Any) -> None:
@@ -107,7 +126,8 @@ def _prelu(imp: Importer, call: Call) -> None:
 
 # ----------------------------------------------------------------------------- element-wise math
 def _binary(block: str, commutative: bool) -> Callable[[Importer, Call], None]:
-    """``block`` on two computed tensors, or on one and a number (its ``constant``, first or second)."""
+    """``block`` on two computed tensors, or on one and a number (its ``constant``, first or second),
+    or on one and a constant tensor (the weight of a scale or shift block)."""
     merge = block in ("add", "mul")  # these take n inputs, and a constant as one more operand
 
     def convert(imp: Importer, call: Call) -> None:
@@ -117,12 +137,36 @@ def _binary(block: str, commutative: bool) -> Callable[[Importer, Call], None]:
             imp.add(block, {"n": 2} if merge else {}, [left, right])
             return
         x, number, first = (left, right, False) if isinstance(left, Value) else (imp.value(right), left, True)
+        if isinstance(number, torch.Tensor) and number.numel() > 1:
+            _weighted(imp, block, x, number, first)
+            return
         params: dict[str, Any] = {"n": 1} if merge else {}
         params["constant"] = _number(imp, number, "operand")
         if first and not commutative:
             params["constant_first"] = True
         imp.add(block, params, {"in0": x})  # the port a binary block keeps with its constant
     return convert
+
+
+# A tensor with a constant tensor (ConvNeXt's layer scale, an input's mean and spread): the block whose
+# weight the constant becomes, and the weight it is (x - c is x + (-c), x / c is x · (1 / c)).
+_WEIGHTED: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "mul": ("scale", lambda c: c), "add": ("shift", lambda c: c),
+    "sub": ("shift", torch.neg), "div": ("scale", torch.reciprocal)}
+
+
+def _weighted(imp: Importer, block: str, x: Value, constant: torch.Tensor, first: bool) -> None:
+    if block not in _WEIGHTED or (first and block in ("sub", "div")):
+        raise Refused(f"computes {block} with a constant tensor of shape {list(constant.shape)} as its "
+                      f"{'first' if first else 'second'} operand; NetCanvas holds a constant tensor as the weight "
+                      "of a scale or shift block (x · w, x + w)")
+    shape = imp.shape(x)
+    weight = _per_sample(shape, constant, "constant tensor")
+    if block == "add" and len(shape) == 3 and weight.shape == shape[1:]:  # tokens (N, T, D) plus a (T, D) table
+        imp.add("pos_embed", {}, [x], {"pos_embedding": weight.reshape(1, *shape[1:])})
+        return
+    kind, form = _WEIGHTED[block]
+    imp.add(kind, {"shape": list(weight.shape)}, [x], {"weight": form(weight)})
 
 
 for _ops, _block, _commutative in (
@@ -165,11 +209,111 @@ def _clip(imp: Importer, call: Call) -> None:
 # ----------------------------------------------------------------------------- joins and shapes
 @converts(aten.cat.default)
 def _cat(imp: Importer, call: Call) -> None:
-    tensors = [imp.value(t, "tensors") for t in call.named["tensors"]]
+    if not all(isinstance(t, Value) for t in call.named["tensors"]):
+        _class_token(imp, call)
+        return
+    tensors = call.named["tensors"]
     if len(tensors) == 1:
         imp.alias(tensors[0])
         return
     imp.add("concat", {"n": len(tensors), "dim": _dim(imp, tensors[0], call.named["dim"])}, tensors)
+
+
+def _class_token(imp: Importer, call: Call) -> None:
+    """A learned token put before the tokens (ViT's ``cat([class_token.expand(N, -1, -1), x], 1)``):
+    pos_embed with a class token. Its positions are the table the result is then added to (that
+    add is the block's too, as in ONNX import), else zeros."""
+    tensors = call.named["tensors"]
+    if not _is_class_token(imp, tensors, call.named["dim"]):
+        raise Refused("joins a constant tensor to computed ones; of such joins only a class token (one learned "
+                      "token put before the tokens (N, T, D), as in ViT) has a block: pos_embed")
+    token, x = tensors
+    result = Value(call.outputs[0])
+    tokens = imp.trace.info[result.name].shape[1:]
+    later = imp.sole_user(result)
+    table = _added_table(imp, later, result) if later is not None else None
+    positions = torch.zeros(1, *tokens) if table is None else table.reshape(1, *tokens)
+    imp.add("pos_embed", {"cls_token": True}, [x], {"class_token": token[:1], "pos_embedding": positions})
+    if table is not None:
+        imp.absorb(later)
+
+
+def _is_class_token(imp: Importer, tensors: list[Any], dim: int) -> bool:
+    """Are ``tensors`` one token, the same for every sample, and tokens (N, T, D), joined along T?"""
+    if len(tensors) != 2 or isinstance(tensors[0], Value) or not isinstance(tensors[1], Value):
+        return False
+    token, shape = tensors[0], imp.shape(tensors[1])
+    return len(shape) == 3 and dim % 3 == 1 and token.shape[1:] == (1, shape[2]) and \
+        torch.equal(token, token[:1].expand_as(token))
+
+
+def _added_table(imp: Importer, later: Call, tokens: Value) -> torch.Tensor | None:
+    """The (T, D) table that ``later`` adds to ``tokens`` (N, T, D), if it is such an add."""
+    if later.target not in (aten.add.Tensor, aten.add_.Tensor) or later.named.get("alpha", 1) != 1:
+        return None
+    other = next((o for o in (later.named["input"], later.named["other"]) if not isinstance(o, Value)), None)
+    if not isinstance(other, torch.Tensor):
+        return None
+    try:
+        table = _per_sample(imp.shape(tokens), other, "table")
+    except Refused:
+        return None
+    return table if table.shape == imp.shape(tokens)[1:] else None
+
+
+# op -> the argument that says where to cut; the op itself, run on the indexes of the dim, gives the pieces
+_SPLITS = {aten.chunk.default: "chunks", aten.split.Tensor: "split_size",
+           aten.split_with_sizes.default: "split_sizes"}
+
+
+@converts(*_SPLITS)
+def _split(imp: Importer, call: Call) -> None:
+    x = imp.value(call.named["input"])
+    dim = _dim(imp, x, call.named["dim"])
+    pieces = call.target(torch.arange(imp.shape(x)[dim]), call.named[_SPLITS[call.target]], 0)
+    if len(pieces) == 1:
+        imp.alias(x)
+        return
+    sizes = [len(piece) for piece in pieces]
+    imp.add("split", {"sizes": sizes, "dim": dim}, [x], outputs=[f"out{i}" for i in range(len(sizes))])
+
+
+@converts(aten.slice.Tensor)
+def _slice(imp: Importer, call: Call) -> None:
+    x = imp.value(call.named["input"])
+    dim, start, end, step = (call.named[name] for name in ("dim", "start", "end", "step"))
+    size = imp.shape(x)[dim]
+    if slice(start, end, step).indices(size) == (0, size, 1):
+        imp.alias(x)  # all of it (``x[:, 1]`` slices the batch whole first)
+        return
+    _dim(imp, x, dim)
+    imp.add("slice", {"dim": dim, "start": start or 0, "end": None if end is None or end >= size else end,
+                      "step": step}, [x])
+
+
+@converts(aten.roll.default)
+def _roll(imp: Importer, call: Call) -> None:
+    """A roll along dims, as ONNX exporters write it: along each dim, a slice of its last ``shift``
+    entries put before a slice of the rest."""
+    x = imp.value(call.named["input"])
+    shape = imp.shape(x)
+    if not call.named["dims"]:
+        raise Refused("rolls the flattened tensor, across the batch dim")
+    for dim in call.named["dims"]:
+        _dim(imp, x, dim)
+    rolls = [(dim, shift % shape[dim]) for dim, shift in zip(call.named["dims"], call.named["shifts"], strict=True)
+             if shift % shape[dim]]
+    if not rolls:
+        imp.alias(x)
+        return
+    for i, (dim, shift) in enumerate(rolls):
+        size = shape[dim]
+        halves = [imp.step("slice", {"dim": dim, "start": size - shift}, [x]),
+                  imp.step("slice", {"dim": dim, "end": size - shift}, [x])]
+        if i + 1 < len(rolls):
+            x = imp.step("concat", {"dim": dim}, halves)
+        else:
+            imp.add("concat", {"dim": dim}, halves)
 
 
 @converts(aten.flatten.using_ints)
@@ -181,7 +325,7 @@ def _flatten(imp: Importer, call: Call) -> None:
 
 
 @converts(aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.unsqueeze.default,
-          aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default)
+          aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.unflatten.int)
 def _reshape(imp: Importer, call: Call) -> None:
     """A view of each sample's values in the same order: a reshape to the result's per-sample
     shape (a flatten where the result is one vector a sample)."""
@@ -266,11 +410,17 @@ def _linear(imp: Importer, call: Call) -> None:
             [imp.value(call.named["input"])], {"weight": weight, "bias": bias})
 
 
-@converts(aten.matmul.default, aten.mm.default)
+@converts(aten.matmul.default, aten.mm.default, aten.bmm.default)
 def _matmul(imp: Importer, call: Call) -> None:
     x, other = call.named["input"], call.named.get("other", call.named.get("mat2"))
     if isinstance(x, Value) and isinstance(other, Value):
-        raise Refused("multiplies two computed tensors; no block does (the attention blocks do it inside)")
+        ranks = {len(imp.shape(x)), len(imp.shape(other))}
+        if len(ranks) != 1 or ranks.pop() < 3:
+            raise Refused(f"multiplies computed tensors of shapes {shape_text(imp.shape(x)[1:])} and "
+                          f"{shape_text(imp.shape(other)[1:])} in each sample; NetCanvas's matmul multiplies two of "
+                          "one rank, matrices or stacks of them")
+        imp.add("matmul", {}, [x, other])
+        return
     weight = imp.weight(other, "matrix")
     if weight is None or weight.dim() != 2:
         raise Refused("multiplies by a constant that is not a matrix")
@@ -382,17 +532,42 @@ def _adaptive_avgpool(imp: Importer, call: Call) -> None:
 
 @converts(aten.mean.dim)
 def _mean(imp: Importer, call: Call) -> None:
+    """A mean over all spatial dims of (N, C, …) is a pool (as a hand-written graph has it); any
+    other mean is a reduce."""
     x = imp.value(call.named["input"])
     rank = len(imp.shape(x))
     dims = sorted(d % rank for d in call.named["dim"] or range(rank))
-    if dims != list(range(2, rank)) or rank < 3:
-        raise Refused(f"averages over dims {dims}; NetCanvas's pools average over all spatial dims (2 …)")
-    if not call.named["keepdim"]:
+    spatial = rank >= 3 and dims == list(range(2, rank))
+    if spatial and not call.named["keepdim"]:
         imp.add("global_avgpool", {}, [x])
-    elif rank == 4:
+    elif spatial and rank == 4:
         imp.add("adaptive_avgpool2d", {"output_size": 1}, [x])
     else:
-        raise Refused("keeps the averaged dims of a tensor that is not (N, C, H, W)")
+        _reduce(imp, call)
+
+
+# ATen reduction -> the reduce block's op; its dims are the op's ``dim`` (one or a list)
+_REDUCE = {aten.mean.dim: "mean", aten.sum.dim_IntList: "sum", aten.amax.default: "max", aten.amin.default: "min",
+           aten.max.dim: "max", aten.min.dim: "min", aten.prod.dim_int: "prod"}
+
+
+@converts(*(op for op in _REDUCE if op is not aten.mean.dim))
+def _reduce(imp: Importer, call: Call) -> None:
+    x = imp.value(call.named["input"])
+    _fixed(call, dtype=None)
+    if any(imp.used(name) for name in call.outputs[1:]):
+        raise Refused("its indices are used; reduce gives only the values")
+    dims = call.named["dim"]
+    dims = [dims] if isinstance(dims, int) else list(dims or [])
+    if not dims:
+        raise Refused("reduces every dim, the batch's too")
+    imp.add("reduce", {"op": _REDUCE[call.target], "dims": [_dim(imp, x, d) for d in dims],
+                       "keepdim": bool(call.named["keepdim"])}, [x])
+
+
+@converts(aten.sum.default, aten.mean.default, aten.prod.default, aten.max.default, aten.min.default)
+def _reduce_all(imp: Importer, call: Call) -> None:
+    raise Refused("reduces the whole batch to one value; NetCanvas's reduce reduces each sample's own dims")
 
 
 _UPSAMPLE = {aten.upsample_nearest1d.vec: "nearest", aten.upsample_nearest2d.vec: "nearest",
@@ -411,6 +586,39 @@ def _upsample(imp: Importer, call: Call) -> None:
     if len(factors) != 1:
         raise Refused(f"scales the spatial dims by different factors {sorted(factors)}")
     imp.add("upsample", {"scale_factor": float(factors.pop()), "mode": _UPSAMPLE[call.target]}, [x])
+
+
+# ----------------------------------------------------------------------------- attention
+@converts(aten.scaled_dot_product_attention.default)
+def _attention(imp: Importer, call: Call) -> None:
+    """softmax(q·kᵀ·scale + mask)·v as the blocks that compute it, as ONNX import reads it: kᵀ a
+    permute, the products matmuls, the scale a mul, a constant mask (or the causal one) a shift."""
+    _fixed(call, dropout_p=0.0, enable_gqa=False)
+    q, k, v = (imp.value(call.named[name], name) for name in ("query", "key", "value"))
+    rank = len(imp.shape(q))
+    if rank < 3 or {len(imp.shape(k)), len(imp.shape(v))} != {rank}:
+        raise Refused("takes a query, key and value that are not (N, …, T, D) tensors of one rank")
+    keys = imp.step("permute", {"dims": [*range(1, rank - 2), rank - 1, rank - 2]}, [k])
+    scale = 1 / math.sqrt(imp.shape(q)[-1]) if call.named["scale"] is None else call.named["scale"]
+    scores = imp.step("mul", {"n": 1, "constant": float(scale)}, {"in0": imp.step("matmul", {}, [q, keys])})
+    mask = _attention_mask(imp, call, q, k)
+    if mask is not None:
+        (*before, length, _), (*others, keys_length, _) = imp.shape(q), imp.shape(k)
+        weight = _per_sample((*torch.broadcast_shapes(before, others), length, keys_length), mask, "mask")
+        scores = imp.step("shift", {"shape": list(weight.shape)}, [scores], {"weight": weight})
+    imp.add("matmul", {}, [imp.step("softmax", {"dim": -1}, [scores]), v])
+
+
+def _attention_mask(imp: Importer, call: Call, q: Value, k: Value) -> torch.Tensor | None:
+    """What the attention adds to its scores: the mask given (False: -inf), the causal one, or none."""
+    mask, causal = call.named["attn_mask"], call.named["is_causal"]
+    if isinstance(mask, Value):
+        raise Refused("computes its mask; NetCanvas holds an attention mask as a shift block's weight")
+    if causal:
+        mask = torch.ones(imp.shape(q)[-2], imp.shape(k)[-2], dtype=torch.bool).tril()
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape).masked_fill(~mask, -math.inf)
+    return mask
 
 
 # ----------------------------------------------------------------------------- modules no block builds
