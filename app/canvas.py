@@ -75,8 +75,10 @@ class Canvas(Element, component="static/canvas.js", esm={"netcanvas-flow": "stat
     def focus_node(self, node_id: str) -> None:
         self.run_method("focusNode", node_id)
 
-    def auto_layout(self, selection_only: bool = False) -> None:
-        self.run_method("autoLayout", selection_only)
+    def auto_layout(self, selection_only: bool = False, direction: str | None = None) -> None:
+        """Lay the blocks out in layers (in a Web Worker), towards ``direction`` ("RIGHT" or "DOWN") when given,
+        else as last time; the canvas sends the new positions back as a move."""
+        self.run_method("autoLayout", selection_only, direction)
 
     def fit(self) -> None:
         self.run_method("fit")

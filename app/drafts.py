@@ -4,7 +4,8 @@ keeps only the draft's id (``DRAFT_KEY``); the draft holds the rest::
 
     {"document": "<the document's JSON>", "name": "lenet5", "blocks": 14, "unsaved": true,
      "saved_as": ["lenet5", 1716200000.0] | null,  # the workspace file, and its time then
-     "panel": "train" | null, "viewport": {"x": 12.5, "y": -40.0, "zoom": 0.8} | null, "time": 1716200100.0}
+     "panel": "train" | null, "viewport": {"x": 12.5, "y": -40.0, "zoom": 0.8} | null, "time": 1716200100.0,
+     "view": {"expanded": ["features"], "unstacked": []}}  # the modules drawn open (editing.expand.ViewState)
 
 ``write`` hands a state to a worker thread: the writes of one draft happen in order, and a state
 still waiting is replaced by a newer one, so the last state wins and a slow disk never holds up the
@@ -26,6 +27,7 @@ from nicegui import background_tasks, run
 from app.canvas import parse_viewport
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc, loads
+from graphcore.editing.expand import ViewState
 from graphcore.runtime.workspace import DraftEntry, Workspace
 
 DRAFT_KEY = "netcanvas.draft"
@@ -38,7 +40,8 @@ _writers: dict[str, asyncio.Task] = {}  # draft id -> the task writing it
 @dataclass(frozen=True)
 class Draft:
     """A draft read back: the document, the workspace file it was saved as (name, time then), the
-    open panel, the view, and whether it holds changes saved nowhere else."""
+    open panel, the view (pan and zoom; the modules drawn open), and whether it holds changes saved
+    nowhere else."""
 
     id: str
     doc: GraphDoc
@@ -46,6 +49,7 @@ class Draft:
     panel: str | None = None
     viewport: dict[str, float] | None = None
     unsaved: bool = False
+    view: ViewState = ViewState()
 
 
 def new_id() -> str:
@@ -54,11 +58,11 @@ def new_id() -> str:
 
 
 def payload(doc: GraphDoc, text: str, *, saved_as: tuple[str, float] | None, panel: str | None,
-            viewport: dict[str, float] | None, unsaved: bool) -> dict[str, Any]:
+            viewport: dict[str, float] | None, unsaved: bool, view: ViewState | None = None) -> dict[str, Any]:
     """What a draft keeps of a tab showing ``doc`` (``text``: its JSON)."""
     return {"document": text, "name": doc.name, "blocks": len(doc.nodes), "unsaved": unsaved,
             "saved_as": list(saved_as) if saved_as else None, "panel": panel, "viewport": viewport,
-            "time": time.time()}
+            "time": time.time(), "view": (view or ViewState()).to_dict()}
 
 
 def read(entry: DraftEntry) -> Draft:
@@ -71,7 +75,8 @@ def read(entry: DraftEntry) -> Draft:
         saved_as = (saved[0], float(saved[1]))
     panel = data.get("panel")
     return Draft(entry.id, loads(data["document"], f"draft of {entry.name!r}"), saved_as,
-                 panel if isinstance(panel, str) else None, parse_viewport(data.get("viewport")), entry.unsaved)
+                 panel if isinstance(panel, str) else None, parse_viewport(data.get("viewport")), entry.unsaved,
+                 ViewState.from_dict(data.get("view")))
 
 
 def recoverable(workspace: Workspace, in_use: Collection[str]) -> list[DraftEntry]:

@@ -37,7 +37,8 @@ from graphcore.core.analysis import Deadline
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc, dumps, loads
 from graphcore.core.summary import human
-from graphcore.editing import ops
+from graphcore.editing import expand, ops
+from graphcore.editing.expand import Projection, ViewState
 from graphcore.editing.session import Delta, EditError, EditSession, clear_offset
 from graphcore.runtime.workspace import DraftEntry, GraphEntry, Workspace, check_name, weights_key
 
@@ -59,6 +60,10 @@ BLOCK_MIDDLE = (80, 35)
 """From a typical block's top-left corner (its position) to its middle, on the canvas."""
 LOAD_SECONDS = 10.0
 """How long opening a document (reading and analysing it, in a worker thread) may take."""
+EXPAND_DEPTHS = (1, 2, 3)
+"""The depths the toolbar's "Expand all" offers."""
+DIRECTIONS = {"RIGHT": "Left to right", "DOWN": "Top down"}
+"""The auto-layout's directions (elkjs's names), kept in the document as ``ui.layout.direction``."""
 log = logging.getLogger(__name__)
 
 
@@ -91,6 +96,10 @@ class Editor:
         if draft is None or not draft.unsaved:
             self._mark_clean(doc)
         self.file_view = draft.viewport if draft else None  # the file's pan and zoom, while a subgraph is shown
+        # The modules drawn open at each level (the file's is ``()``; an opened subgraph's is its path),
+        # and what the canvas draws now: None while the level has no subgraph, drawn as it is.
+        self.view_states: dict[tuple[str, ...], ViewState] = {(): draft.view if draft else ViewState()}
+        self.projection: Projection | None = None
         self.selected: list[str] = []
         self.saved_state: tuple | None = None  # ``tab_state()`` at the last autosave
         self.summary_revision = -1
@@ -102,6 +111,8 @@ class Editor:
             ops.AddNode: lambda edit: self._select_added(self.edit(edit)),
             ops.GroupRequest: lambda request: self.group_dialog(request.ids or self.selected),
             ops.OpenSubgraph: lambda request: self.open_subgraph(request.id),
+            ops.Expand: lambda request: self.toggle_module("expand", request.id),
+            ops.Collapse: lambda request: self.toggle_module("collapse", request.id),
             ops.RenameRequest: lambda request: self.rename_dialog(request.id),
         }
         EDITORS[self.client.id] = self
@@ -136,10 +147,21 @@ class Editor:
             self.redo_button = self._tool("redo", "Redo", self.redo)
             self._tool("delete", "Delete", self.delete_selected)
             self._tool("group_work", "Group", lambda: self.group_dialog(self.selected))
-            with ui.button("Auto-layout", icon="account_tree").props("flat dense no-caps color=white"):
+            with ui.button("Auto-layout", icon="account_tree").props("flat dense no-caps color=white") \
+                    .mark("auto-layout"):
                 with ui.menu():
-                    ui.menu_item("All blocks", lambda: self.canvas.auto_layout(False))
+                    ui.menu_item("All blocks", lambda: self.canvas.auto_layout(False)).mark("layout-all")
                     ui.menu_item("Selection", lambda: self.canvas.auto_layout(True))
+                    ui.separator()
+                    for direction, text in DIRECTIONS.items():
+                        ui.menu_item(f"All blocks, {text.lower()}", lambda d=direction: self.lay_out(d)) \
+                            .mark(f"layout-{direction.lower()}")
+            with ui.button("Modules", icon="unfold_more").props("flat dense no-caps color=white").mark("modules"):
+                with ui.menu():
+                    for depth in EXPAND_DEPTHS:
+                        ui.menu_item(f"Expand all to depth {depth}", lambda d=depth: self.expand_all(d)) \
+                            .mark(f"expand-depth-{depth}")
+                    ui.menu_item("Collapse all", self.collapse_all).mark("collapse-all")
             ui.separator().props("vertical dark")
             with ui.button("Export", icon="ios_share").props("flat dense no-caps color=white").mark("export"):
                 with ui.menu():
@@ -195,7 +217,7 @@ class Editor:
         ui.on("netcanvas-save", self.save_doc)
         ui.on("netcanvas-save-as", self.save_as_dialog)
         with ui.element("div").classes("nc-stage"):
-            self.canvas = Canvas(self.session.view(), on_edit=self.on_edit, on_select=self.on_select,
+            self.canvas = Canvas(self._view(self.session), on_edit=self.on_edit, on_select=self.on_select,
                                  viewport=self.file_view).mark("canvas")
             # A .json or .onnx file dropped on the canvas goes up as an upload would (over HTTP:
             # the page's socket takes no more than a megabyte a message).
@@ -220,7 +242,7 @@ class Editor:
         if delta.document:
             self._document_changed()
             return
-        self.canvas.apply(delta)
+        self._draw(delta)
         if delta.nodes or delta.removed:
             self.refresh_problems()
         selected = self.inspector.node_id
@@ -243,6 +265,9 @@ class Editor:
             log.warning("refused a message from the canvas: %s", exc)
             ui.notify(f"Edit refused: {exc}", type="negative")
             return
+        translate = IN_DOCUMENT.get(type(message))
+        if translate is not None and self.projection is not None:  # made on the drawn view: frames, stacks
+            message = translate(self.projection, message)
         self.answers.get(type(message), self.edit)(message)
 
     def edit(self, edit: ops.SessionEdit) -> Delta | None:
@@ -296,6 +321,56 @@ class Editor:
         self.undo_button.set_enabled(self.current.can_undo)
         self.redo_button.set_enabled(self.current.can_redo)
 
+    # ----------------------------------------------------------------- modules drawn open
+    def _view(self, session: EditSession) -> dict:
+        """The whole view of a level for the canvas: its subgraphs drawn as this tab's state says."""
+        state = self.view_states.setdefault(session.path, ViewState())
+        self.projection = expand.project(session, state) if expand.has_subgraphs(session) else None
+        view = self.projection.view(session.doc.name) if self.projection else session.view()
+        return {**view, "direction": self.layout_direction()}
+
+    def layout_direction(self) -> str:
+        """The document's auto-layout direction: left to right unless it says top down."""
+        layout = self.session.doc.ui.get("layout")
+        direction = layout.get("direction") if isinstance(layout, dict) else None
+        return direction if direction in DIRECTIONS else "RIGHT"
+
+    def lay_out(self, direction: str) -> None:
+        """Lay every block out towards ``direction``, which the document keeps for the next layouts."""
+        self.session.doc.ui["layout"] = {"direction": direction}
+        self.canvas.auto_layout(False, direction)
+
+    def _draw(self, delta: Delta) -> None:
+        """Show an edit on the canvas: as it is where the level draws as it is, else as the change
+        between what was drawn and what is drawn now."""
+        before = self.projection
+        if before is None:
+            self.canvas.apply(delta)
+            if not expand.has_subgraphs(self.current):
+                return
+            before = expand.project(self.current, ViewState(), stacks=False)  # what the canvas shows now
+        self._view(self.current)
+        after = self.projection or expand.project(self.current, ViewState(), stacks=False)
+        change = expand.diff(before, after)
+        change.ids = delta.ids
+        self.canvas.apply(change)
+
+    def _set_view_state(self, state: ViewState) -> None:
+        self.view_states[self.current.path] = state
+        self._draw(Delta())
+
+    def toggle_module(self, op: str, view_id: str) -> None:
+        """A click on a block's expand or collapse control."""
+        if self.projection is not None:
+            self._set_view_state(expand.toggle(self.view_states[self.current.path], self.projection, op, view_id))
+
+    def expand_all(self, depth: int) -> None:
+        """Draw every module open, ``depth`` levels deep."""
+        self._set_view_state(expand.expand_all(self.current, depth))
+
+    def collapse_all(self) -> None:
+        self._set_view_state(ViewState())
+
     # ----------------------------------------------------------------- subgraphs and names
     def group_dialog(self, node_ids: list[str]) -> None:
         """Ask for a name, then group ``node_ids`` into a subgraph."""
@@ -330,16 +405,21 @@ class Editor:
             ui.notify(f"Cannot ungroup: {exc}", type="warning")
 
     def open_subgraph(self, node_id: str) -> None:
-        """Show the inside of a subgraph node; the breadcrumb leads back."""
+        """Show the inside of a subgraph node (``node_id`` may be a block drawn inside an expanded one:
+        each subgraph around it opens in turn); the breadcrumb leads back."""
+        session = self.current
+        opened = []
         try:
-            inner = self.current.open_subgraph(node_id)
+            for nid in expand.document_path(node_id):
+                session = session.open_subgraph(nid)
+                opened.append((nid, session))
         except EditError as exc:
             ui.notify(str(exc), type="warning")
             return
         if self.current is self.session:
             self.file_view = self.canvas.viewport
-        self.opened.append((node_id, inner))
-        self._show(inner)
+        self.opened.extend(opened)
+        self._show(session)
 
     def close_subgraph(self, levels: int = 1) -> None:
         """Go back out ``levels`` subgraphs (the breadcrumb's links)."""
@@ -356,7 +436,7 @@ class Editor:
         self.inspector.session = session
         self.inspector.show(None)
         self.selected = []
-        self.canvas.load(session.view())
+        self.canvas.load(self._view(session))
         self.refresh_problems()
         self._history_buttons()
         self._breadcrumb()
@@ -451,6 +531,7 @@ class Editor:
     def _document_changed(self) -> None:
         """Another document took this one's place (a load, or its undo): show it all afresh."""
         self.opened = []
+        self.view_states = {(): ViewState()}
         self._show_name(self.unsaved())
         self._show(self.session)
         self.train_panel.prepare()
@@ -810,7 +891,8 @@ class Editor:
         opened subgraph changes only that level's revision.)"""
         saved = self._saved_as()
         return (self.session.revision, id(self.current), self.current.revision, self.session.doc.name,
-                saved and (saved.name, saved.modified), self.open_panel(), self.file_viewport())
+                saved and (saved.name, saved.modified), self.open_panel(), self.file_viewport(),
+                self.view_states[()])
 
     def open_panel(self) -> str | None:
         """The bottom drawer's tab, when the drawer is open."""
@@ -834,7 +916,7 @@ class Editor:
         saved = self._saved_as()
         drafts.write(self.workspace, self.draft_id, drafts.payload(
             self.session.doc, text, saved_as=saved and (saved.name, saved.modified), panel=self.open_panel(),
-            viewport=self.file_viewport(), unsaved=unsaved))
+            viewport=self.file_viewport(), unsaved=unsaved, view=self.view_states[()]))
         return True
 
     def unsaved(self, text: str | None = None) -> bool:
@@ -958,6 +1040,14 @@ def _import_onnx(data: bytes, name: str) -> tuple[GraphDoc, dict]:
 
 READERS: dict[str, Callable[[bytes, str], tuple[GraphDoc, dict | None]]] = {".json": _parse, ".onnx": _import_onnx}
 """How to read a file from the user's computer, by its suffix."""
+IN_DOCUMENT: dict[type[ops.EditOp], Callable[[Projection, Any], ops.EditOp]] = {
+    ops.Move: lambda view, m: ops.Move(positions=view.document_positions(m.positions)),
+    ops.Remove: lambda view, m: ops.Remove(nodes=view.document_ids(m.nodes), edges=m.edges),
+    ops.Duplicate: lambda view, m: ops.Duplicate(ids=view.document_ids(m.ids)),
+    ops.GroupRequest: lambda view, m: ops.GroupRequest(ids=view.document_ids(m.ids)),
+}
+"""The canvas's messages that name blocks as drawn (a frame ``id/``, a stack under its first node's id), in
+the document's ids: what each drawn block stands for."""
 
 
 CSS = """

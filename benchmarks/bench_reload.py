@@ -8,7 +8,8 @@ a temporary workspace, starts the editor on it as a user does (``netcanvas model
 own entry, run by this interpreter, on a free port), opens it once (the import), then reloads the
 tab ``--reloads`` times. Each reload restores the tab's draft: the document, which holds its imported
 weights' key, and the view. Per reload it prints, from the navigation's start:
-- drawn: every block is on the canvas with its output shapes (a shape with a number in it: no ``?``);
+- drawn: the canvas holds every block, and every block inside the view is drawn with its output shapes
+  (a shape with a number in it: no ``?``; blocks outside the view are culled, ``bench_canvas.NODES_DRAWN``);
 - usable: drawn, the palette shows its search field and a section per block category, the
   toolbar's Export button is enabled, and an edit round trip has been through the server and back
   on screen: the canvas sends a move of the output block by one pixel, Python applies it and
@@ -47,43 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_canvas import CANVAS, browser, free_port, listening  # noqa: E402
+from bench_canvas import DRAWN, NODES_DRAWN, USABLE, browser, free_port, listening  # noqa: E402
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 
 TIMES_ENV = "NETCANVAS_BENCH_TIMES"  # the file the server appends "name milliseconds" lines to
 PROFILE_ENV = "NETCANVAS_BENCH_PROFILE"  # where the server writes its cProfile of the page builds
-NODES_DRAWN = """
-const shaped = () => [...document.querySelectorAll('.nc-shape')].filter((s) => /\\d/.test(s.textContent)).length;
-const drawn = (want) => document.querySelectorAll('.vue-flow__node').length >= want.nodes && shaped() >= want.shapes;
-"""
-DRAWN = NODES_DRAWN + """
-const [want, done] = [arguments[0], arguments[arguments.length - 1]];
-const check = () => drawn(want) ? done(performance.now()) : requestAnimationFrame(check);
-check();
-"""
-# One script from drawn to usable: a second one would add Selenium's own delay between them.
-USABLE = NODES_DRAWN + f"""
-const [want, done] = [arguments[0], arguments[arguments.length - 1]];
-const times = {{}};
-const exportEnabled = () => [...document.querySelectorAll('.q-header button')]
-  .some((b) => b.textContent.includes('Export') && !b.disabled);
-const ready = () => document.querySelector('.q-drawer--left input') && exportEnabled()
-  && document.querySelectorAll('.nc-palette-section').length >= want.sections;
-const roundTrip = () => {{
-  const node = window.__netcanvasFlow.findNode(want.move);
-  const before = window.__netcanvasLatency.length;
-  const x = Math.round(node.position.x) + (want.step % 2 ? 1 : -1);
-  {CANVAS}.sendEdit({{op: 'move', positions: {{[want.move]: [x, Math.round(node.position.y)]}}}});
-  const wait = () => window.__netcanvasLatency.length > before
-    ? done({{...times, usable: performance.now()}}) : setTimeout(wait, 1);
-  wait();
-}};
-const check = () => {{
-  if (times.drawn === undefined && drawn(want)) times.drawn = performance.now();
-  if (times.drawn !== undefined && ready()) roundTrip(); else requestAnimationFrame(check);
-}};
-check();
-"""
 LABEL = """
 const done = arguments[arguments.length - 1];
 const check = () => document.querySelector('.nc-ready') ? done(performance.now()) : requestAnimationFrame(check);

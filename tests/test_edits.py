@@ -286,6 +286,8 @@ EXAMPLES = {
     "redo": {"op": "redo"},
     "group": {"op": "group", "ids": ["c3", "a3"]},
     "open": {"op": "open", "id": "features"},
+    "expand": {"op": "expand", "id": "features"},
+    "collapse": {"op": "collapse", "id": "features/"},
     "rename_request": {"op": "rename_request", "id": "c1"},
 }
 

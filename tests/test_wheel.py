@@ -55,6 +55,7 @@ def venv(wheel: Path, tmp_path_factory) -> Path:
 def test_the_wheel_holds_the_canvas_bundle_and_the_templates(wheel: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"app/static/canvas.js", "app/static/bundle/index.js", "app/static/bundle/style.css"} <= names
+    assert any(n.startswith("app/static/bundle/assets/elk-worker") for n in names)  # the layout worker
     assert "graphcore/templates/lenet5.json" in names
     assert {"graphcore/core/analysis.py", "graphcore/runtime/train.py", "graphcore/cli/main.py"} <= names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

@@ -228,6 +228,22 @@ class OpenSubgraph(Request):
 
 
 @edit_op
+class Expand(Request):
+    """Draw a subgraph node's inside in place, or a stack's blocks one by one (a view change only)."""
+
+    op: Literal["expand"] = "expand"
+    id: str
+
+
+@edit_op
+class Collapse(Request):
+    """Draw an expanded subgraph node (its frame's id) as one block again, or stack a stack's blocks again."""
+
+    op: Literal["collapse"] = "collapse"
+    id: str
+
+
+@edit_op
 class RenameRequest(Request):
     """Rename a node, once the user has typed its new id."""
 

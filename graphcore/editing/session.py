@@ -130,23 +130,7 @@ class EditSession:
 
     def node_view(self, node_id: str) -> dict:
         """What the canvas draws for a node: title, key params, ports, output shapes, problems."""
-        info = self.analysis.nodes[node_id]
-        node = info.node
-        problems = self.analysis.node_diagnostics(node_id)
-        return {
-            "id": node.id,
-            "type": node.type,
-            "label": node.label,
-            "category": info.spec.category if info.spec else categories.UNKNOWN,
-            "params": node.params,
-            "summary": key_params(node),
-            "inputs": [p.name for p in info.input_ports or ()],
-            "outputs": list(info.output_ports or ()),
-            "shapes": {port: shape_text(shape, batch=True) for port, shape in (info.outputs or {}).items()},
-            "problems": [{"severity": d.severity, "message": d.message, "hint": d.hint, "port": d.port}
-                         for d in problems],
-            "position": self.positions.get(node.id, [0, 0]),
-        }
+        return node_view(self.analysis, node_id, self.positions.get(node_id, [0, 0]))
 
     def view(self) -> dict:
         """The whole graph for the canvas (on load, new, open)."""
@@ -529,6 +513,28 @@ class EditSession:
                     delta.positions[node_id] = xy
             return ("replace", new, old)
         raise AssertionError(f"unknown edit operation {kind!r}")
+
+
+def node_view(analysis: Analysis, node_id: str, position: list[float]) -> dict:
+    """What the canvas draws for a node of ``analysis`` at ``position``: title, key params, ports,
+    output shapes, problems."""
+    info = analysis.nodes[node_id]
+    node = info.node
+    problems = analysis.node_diagnostics(node_id)
+    return {
+        "id": node.id,
+        "type": node.type,
+        "label": node.label,
+        "category": info.spec.category if info.spec else categories.UNKNOWN,
+        "params": node.params,
+        "summary": key_params(node),
+        "inputs": [p.name for p in info.input_ports or ()],
+        "outputs": list(info.output_ports or ()),
+        "shapes": {port: shape_text(shape, batch=True) for port, shape in (info.outputs or {}).items()},
+        "problems": [{"severity": d.severity, "message": d.message, "hint": d.hint, "port": d.port}
+                     for d in problems],
+        "position": position,
+    }
 
 
 def _inverse_ops(step: list[Op]) -> list[Op]:

@@ -17,8 +17,10 @@ export const OPS = Object.freeze({
   // Requests: the server answers them with a dialog or a new view.
   GROUP: "group",
   OPEN: "open",
+  EXPAND: "expand",
+  COLLAPSE: "collapse",
   RENAME_REQUEST: "rename_request",
 });
 
-// The requests among them: their answer is a dialog or a new view, not a delta to wait for.
-export const REQUESTS = new Set([OPS.GROUP, OPS.OPEN, OPS.RENAME_REQUEST]);
+// The requests among them: their answer is a dialog or a new view, not an edit's delta to wait for.
+export const REQUESTS = new Set([OPS.GROUP, OPS.OPEN, OPS.EXPAND, OPS.COLLAPSE, OPS.RENAME_REQUEST]);
