@@ -17,6 +17,7 @@ from blocks import (  # noqa: F401  (registers)
     pool,
     reduce,
     residual,
+    stylegan,
     tensor,
     unet,
     video,

@@ -46,6 +46,7 @@ CATEGORIES: tuple[Category, ...] = (
     Category("residual", "Residual", "#3949ab"),
     Category("attention", "Attention", "#e64a19"),
     Category("diffusion", "Diffusion", "#00acc1"),
+    Category("gan", "GAN (StyleGAN2)", "#d81b60"),
     Category("video", "Video", "#7cb342"),
     # NetCanvas's own: a file's subgraphs, and nodes whose type no spec declares.
     Category("subgraph", "Subgraphs", "#455a64", fill="#eceff1"),

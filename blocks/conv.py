@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from torch import nn
 
+from blocks.equalized import Equalized, EqualizedConv2d, LrMul
 from blocks.rules import SPATIAL_NAMES, Pad, PosInt, Size, expect_rank, per_dim, window_out
 from blocks.spec import BlockSpec, Example, MacCount, ModuleFactory, Params, Shape, ShapeError, ShapeRule, register
 
@@ -25,6 +26,13 @@ class ConvParams(Params):
     dilation: Size = Field(1, description="spacing between kernel elements")
     groups: PosInt = Field(1, description="split channels into groups (= in_channels: depthwise)")
     bias: bool = Field(True, description="learn an additive bias")
+
+
+class Conv2dParams(ConvParams):
+    """Params of conv2d: those of every conv, and StyleGAN's run-time weight scaling."""
+
+    equalized: Equalized = False
+    lr_mul: LrMul = 1.0
 
 
 class ConvTransposeParams(Params):
@@ -87,31 +95,46 @@ _CONV_EXAMPLES = {
     1: (Example({"in": (3, 16)}, {"out_channels": 4, "kernel_size": 5, "stride": 2}),),
     2: (Example({"in": (3, 16, 16)}, {"out_channels": 8, "padding": 1}),
         Example({"in": (4, 9, 9)}, {"out_channels": 8, "groups": 4, "dilation": 2, "padding": "same"}),
-        Example({"in": (2, 7, 11)}, {"kernel_size": [3, 5], "stride": [1, 2], "padding": "valid"})),
+        Example({"in": (2, 7, 11)}, {"kernel_size": [3, 5], "stride": [1, 2], "padding": "valid"}),
+        Example({"in": (4, 8, 8)}, {"out_channels": 6, "padding": 1, "equalized": True})),
     3: (Example({"in": (2, 4, 8, 8)}, {"out_channels": 4, "padding": 1}),),
 }
 
 
+def _conv_args(p: ConvParams, n: int) -> dict[str, Any]:
+    """The keyword arguments of torch's conv of rank ``n`` (but the channel counts) for these params."""
+    return {"kernel_size": per_dim(p.kernel_size, n, "kernel_size"), "stride": per_dim(p.stride, n, "stride"),
+            "padding": p.padding if isinstance(p.padding, str) else per_dim(p.padding, n, "padding"),
+            "dilation": per_dim(p.dilation, n, "dilation"), "groups": p.groups, "bias": p.bias}
+
+
 def _conv_build(n: int) -> ModuleFactory[ConvParams]:
     def build(p: ConvParams, ins: dict[str, Shape]) -> nn.Module:
-        padding = p.padding if isinstance(p.padding, str) else per_dim(p.padding, n, "padding")
-        return _CONV_CLASSES[n](
-            ins["in"][0], p.out_channels, per_dim(p.kernel_size, n, "kernel_size"),
-            stride=per_dim(p.stride, n, "stride"), padding=padding,
-            dilation=per_dim(p.dilation, n, "dilation"), groups=p.groups, bias=p.bias,
-        )
+        return _CONV_CLASSES[n](ins["in"][0], p.out_channels, **_conv_args(p, n))
 
     return build
 
+
+def _conv2d_build(p: Conv2dParams, ins: dict[str, Shape]) -> nn.Module:
+    """nn.Conv2d, or the run-time-scaled conv when the learning rate is equalised or multiplied."""
+    if p.equalized or p.lr_mul != 1:
+        return EqualizedConv2d(ins["in"][0], p.out_channels, **_conv_args(p, 2), equalized=p.equalized,
+                               lr_mul=p.lr_mul)
+    return _conv_build(2)(p, ins)
+
+
+# conv2d alone has the equalised learning rate (StyleGAN's convs are all 2-D).
+_CONV_PARAMS: dict[int, type[ConvParams]] = {1: ConvParams, 2: Conv2dParams, 3: ConvParams}
+_CONV_BUILDS: dict[int, ModuleFactory[Any]] = {1: _conv_build(1), 2: _conv2d_build, 3: _conv_build(3)}
 
 for _n in (1, 2, 3):
     register(BlockSpec(
         type=f"conv{_n}d",
         category="conv",
         doc=f"{_n}-D convolution over input {_layout(_n)}; grouped and dilated through params.",
-        params=ConvParams,
+        params=_CONV_PARAMS[_n],
         shape=_conv_shape(_n),
-        build=_conv_build(_n),
+        build=_CONV_BUILDS[_n],
         macs=_conv_macs(_n),
         examples=_CONV_EXAMPLES[_n],
     ))

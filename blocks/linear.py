@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from blocks.base import Block
+from blocks.equalized import Equalized, EqualizedLinear, LrMul
 from blocks.rules import PosInt, expect_min_rank
 from blocks.shapes import shape_text
 from blocks.spec import BlockSpec, Example, Params, Port, Shape, ShapeError, register
@@ -20,6 +21,8 @@ class LinearParams(Params):
 
     out_features: PosInt = Field(64, description="size of each output vector")
     bias: bool = Field(True, description="learn an additive bias")
+    equalized: Equalized = False
+    lr_mul: LrMul = 1.0
 
 
 class EmbeddingParams(Params):
@@ -34,15 +37,23 @@ def _linear_shape(p: LinearParams, ins: dict[str, Shape]) -> Shape:
     return (*shape[:-1], p.out_features)
 
 
+def _linear_build(p: LinearParams, ins: dict[str, Shape]) -> nn.Module:
+    """nn.Linear, or the run-time-scaled layer when the learning rate is equalised or multiplied."""
+    if p.equalized or p.lr_mul != 1:
+        return EqualizedLinear(ins["in"][-1], p.out_features, p.bias, p.equalized, p.lr_mul)
+    return nn.Linear(ins["in"][-1], p.out_features, bias=p.bias)
+
+
 register(BlockSpec(
     type="linear",
     category="dense",
     doc="Fully connected layer on the last dim: y = x W^T + b.",
     params=LinearParams,
     shape=_linear_shape,
-    build=lambda p, ins: nn.Linear(ins["in"][-1], p.out_features, bias=p.bias),
+    build=_linear_build,
     macs=lambda p, ins, outs: math.prod(outs["out"]) * ins["in"][-1],
-    examples=(Example({"in": (20,)}, {"out_features": 7}), Example({"in": (5, 12)}, {"bias": False})),
+    examples=(Example({"in": (20,)}, {"out_features": 7}), Example({"in": (5, 12)}, {"bias": False}),
+              Example({"in": (16,)}, {"out_features": 8, "equalized": True, "lr_mul": 0.01})),
 ))
 
 register(BlockSpec(

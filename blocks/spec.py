@@ -60,12 +60,14 @@ class Port:
     """An input port. Optional ports may stay unconnected; they are passed by keyword.
 
     ``dtype`` is the kind of tensor the port expects: ``"float"``, ``"int"`` for ids, or
-    ``"any"`` where the block works on both.
+    ``"any"`` where the block works on both. ``batch_only``: the block reads nothing from the
+    port but its batch size (StyleGAN's learned constant input), so no gradient flows into it.
     """
 
     name: str
     optional: bool = False
     dtype: PortDtype = "float"
+    batch_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -144,10 +144,27 @@ def flatten() -> Part:
     return _block("flatten")
 
 
-def fc(n_in: int, n_out: int, actv: str | None = None, bias: bool = True) -> Part:
-    """Fully connected layer from ``n_in`` to ``n_out`` features, then an optional activation."""
-    return seq(_block("linear", {"out_features": n_out, "bias": bias}, ("input features", -1, n_in)),
-               _activation(actv))
+def fc(n_in: int, n_out: int, actv: str | None = None, bias: bool = True, *, equalized: bool = False,
+       lr_mul: float = 1.0) -> Part:
+    """Fully connected layer from ``n_in`` to ``n_out`` features, then an optional activation.
+
+    ``equalized``: StyleGAN's equalised learning rate (the weight scaled by 1/sqrt(fan_in) at run
+    time); ``lr_mul``: the layer learns that many times the optimiser's rate (0.01 in StyleGAN's
+    mapping network).
+    """
+    params = {"out_features": n_out, "bias": bias, **_scaling(equalized, lr_mul)}
+    return seq(_block("linear", params, ("input features", -1, n_in)), _activation(actv))
+
+
+def _scaling(equalized: bool, lr_mul: float) -> dict[str, Any]:
+    """The run-time weight scaling params, only those that differ from a plain layer (whose
+    params then stay as they were before these existed)."""
+    params: dict[str, Any] = {}
+    if equalized:
+        params["equalized"] = True
+    if lr_mul != 1:
+        params["lr_mul"] = lr_mul
+    return params
 
 
 def _activation(name: str | None) -> Part | None:
@@ -172,11 +189,15 @@ def conv(
     actv: str | None = None,
     norm: str | None = None,
     bias: bool = True,
+    *,
+    equalized: bool = False,
+    lr_mul: float = 1.0,
 ) -> Part:
     """A 'same'-padded 2-D conv, then an optional norm and activation.
 
     ``stride < 1`` upsamples by ``1/stride`` first (``stride=0.5`` doubles H and W); a 1x1 conv
-    with ``stride > 1`` average-pools first, so that no input pixel is skipped.
+    with ``stride > 1`` average-pools first, so that no input pixel is skipped. ``equalized`` and
+    ``lr_mul`` scale the weight at run time, as for ``fc``.
     """
     resample = None
     if stride < 1:
@@ -186,7 +207,8 @@ def conv(
         resample = _block("avgpool2d", {"kernel_size": int(stride)})
         stride = 1
     layer = _block("conv2d", {"out_channels": nc2, "kernel_size": k, "stride": int(stride), "padding": (k - 1) // 2,
-                              "bias": bias and norm is None}, ("input channels", 0, nc1))
+                              "bias": bias and norm is None, **_scaling(equalized, lr_mul)},
+                   ("input channels", 0, nc1))
     return seq(resample, layer, _norm(norm, nc2), _activation(actv))
 
 

@@ -1504,6 +1504,16 @@ IMPORTED_AS_OTHERS: dict[str, str] = {
     "dropout": "does nothing at inference: imports as a connection",
     "dropout2d": "does nothing at inference: imports as a connection",
     "pad": "circular padding exports as Slices and a Concat, which import as slice and concat blocks",
+    # Run-time weight scaling is folded into the exported weight: a plain layer with the effective weight.
+    "linear": "equalized or lr_mul: imports as a plain linear holding the effective weight",
+    "conv2d": "equalized or lr_mul: imports as a plain conv2d holding the effective weight",
+    # StyleGAN2 blocks: composites of the ops they compute.
+    "mapping": "composite: a pixel norm's arithmetic, linears and leaky ReLUs",
+    "modulated_conv2d": "composite: a linear (the styles), muls, a conv and the demodulation's arithmetic",
+    "noise_injection": "its fixed noise times the strength is a constant: imports as a shift",
+    "to_rgb": "composite: a modulated 1x1 conv's ops, a resize and an add",
+    "stylegan_block": "composite: two modulated convs, shifts (the noise) and leaky ReLUs",
+    "disc_block": "composite: convs, leaky ReLUs, average pools and an add",
 }
 """Block types whose ONNX export imports as other blocks, and why."""
 
@@ -1515,6 +1525,8 @@ EXPORT_ONLY: dict[str, str] = {
     "temporal_attention": "it folds the pixels into the batch dim (a Reshape across the batch)",
     "spatial_attention": "it folds the frames into the batch dim (a Reshape across the batch)",
     "video_res_block": "upsampling only H and W of (C, T, H, W) is a Resize with two factors",
+    "const_input": "repeating the constant over the batch is a Tile whose repeats depend on the batch size",
+    "minibatch_std": "it reduces over the batch dim (ReduceMean over dim 0)",
 }
 """Block types some of whose ONNX exports cannot be imported at all, and why.
 
