@@ -32,7 +32,8 @@ RUNS_SHOWN = 100  # most recent first
 SAMPLES_SHOWN = 24
 FRESH = "fresh"
 IMPORTED = "imported"
-SAMPLE_FILES = ("grid.png", "samples.npy", "clip.gif")
+SAMPLE_FILES = ("grid.png", "scatter.png", "samples.npy", "clip.gif")
+PICTURES = ("grid.png", "scatter.png")  # what a saved sample's card shows: images or points over the data
 
 
 def data_url(png: bytes) -> str:
@@ -123,7 +124,8 @@ class TrainPanel:
                     .props("dense outlined").mark("train-task")
                 with ui.row().classes("gap-0 no-wrap items-center"):
                     self.dataset = ui.input("dataset", value="digits").props("dense outlined").classes("flex-grow") \
-                        .mark("train-dataset").tooltip("digits, a folder of class folders of images, or an .npz file")
+                        .mark("train-dataset").tooltip("digits; 2-D points: moons, circles, swissroll, gaussians8; "
+                                 "a folder of class folders of images, or an .npz file")
                     ui.button(icon="upload", on_click=self._upload_dialog).props("flat dense round size=sm") \
                         .tooltip("upload an .npz dataset")
                 self.epochs = ui.number("epochs", value=TASK_DEFAULTS["classify"]["epochs"], min=1, precision=0) \
@@ -546,7 +548,8 @@ def _duration(seconds: float | None) -> str:
 
 
 class SamplePanel:
-    """Diffusion sampling from a run (kept in ``runs/NAME/samples/STAMP/``), a live grid, the
+    """Diffusion sampling from a run (kept in ``runs/NAME/samples/STAMP/``), a live grid (for a run
+    on 2-D points: a scatter of the points over the data, moving from noise to its shape), the
     samples made so far with their downloads, and an interpolation between two seeds."""
 
     def __init__(self, editor: Editor) -> None:
@@ -576,7 +579,8 @@ class SamplePanel:
                 ui.button("Interpolate seed → seed+1", on_click=self.interpolate).props("flat dense no-caps") \
                     .mark("sample-interpolate")
             with ui.column().classes("gap-1 shrink-0"):
-                self.status = ui.label("Train a diffusion graph (e.g. unet_ddpm_small), then sample it here.") \
+                self.status = ui.label("Train a diffusion graph (e.g. unet_ddpm_small, or diffusion_mlp on "
+                                       "swissroll), then sample it here.") \
                     .classes("text-sm w-56").mark("sample-status")
                 self.grid = ui.image().classes("h-44 w-44").props("fit=contain").mark("sample-grid")
                 self.grid.set_visibility(False)
@@ -663,8 +667,8 @@ class SamplePanel:
     def _saved(folder: Path) -> None:
         run_name = folder.parent.parent.name
         with ui.card().classes("p-1 gap-0 items-center").mark(f"samples-{run_name}-{folder.name}"):
-            if (folder / "grid.png").is_file():
-                ui.image(folder / "grid.png").classes("w-24 h-24").props("fit=contain")
+            for picture in (folder / name for name in PICTURES if (folder / name).is_file()):
+                ui.image(picture).classes("w-24 h-24").props("fit=contain")
             ui.label(f"{run_name} · {folder.name}").classes("text-xs")
             with ui.row().classes("gap-0"):
                 for name in SAMPLE_FILES:
@@ -718,11 +722,13 @@ def _interpolation_frames(run_dir: str, seed: int, steps: int, frames: int = 8) 
     """DDIM samples along the path between two seeds' noises, one PNG data URL a frame (in a thread)."""
     from graphcore.runtime import diffusion
     from graphcore.runtime.config import GraphIO
-    from graphcore.runtime.train import load_run
+    from graphcore.runtime.train import load_run, read_vectors
 
     model, config = load_run(run_dir)
     if config.task != "diffusion":
         raise GraphError(f"{run_dir}: not a diffusion run")
+    if read_vectors(run_dir) is not None:
+        raise GraphError(f"{run_dir}: interpolation draws images; this run was trained on points (sample it instead)")
     shape = GraphIO.of(model.doc).sample_shape("diffusion")
     schedule = diffusion.Schedule(config.beta_schedule, config.timesteps)
     path = diffusion.interpolate(diffusion.denoiser(model), shape, schedule, seed_a=seed, seed_b=seed + 1,

@@ -282,6 +282,24 @@ async def test_saved_samples_are_listed_with_downloads(user: User, workspace):
 
 
 @pytest.mark.slow
+async def test_saved_samples_of_points_show_their_scatter(user: User, workspace):
+    from graphcore.runtime import diffusion
+
+    run_dir = finished_run(workspace)
+    folder = run_dir / "samples" / "20260101-130000"
+    folder.mkdir(parents=True)
+    points = np.random.default_rng(0).standard_normal((50, 2)).astype(np.float32)
+    scatter = diffusion.scatter_png(points, points)
+    (folder / "scatter.png").write_bytes(scatter)
+    np.save(folder / "samples.npy", points)
+    await open_editor(user)
+    await open_tab(user, "Samples")
+    await user.should_see(f"{run_dir.name} · 20260101-130000", retries=SLOW)
+    user.find("samples-download-scatter.png").click()
+    assert (await user.download.next(timeout=10)).content == scatter
+
+
+@pytest.mark.slow
 async def test_training_can_start_from_a_runs_weights(user: User, workspace):
     earlier = finished_run(workspace)
     await open_editor(user)

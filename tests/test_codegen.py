@@ -22,7 +22,7 @@ from graphcore.core.document import Edge, GraphDoc, Node
 from graphcore.core.inputs import input_specs, random_inputs
 from graphcore.interchange.codegen import comment, literal
 
-QUICK_TEMPLATES = {"lenet5"}
+QUICK_TEMPLATES = {"lenet5", "diffusion_mlp"}
 SLOW = pytest.mark.slow
 
 # Runs a generated file in a fresh interpreter where NetCanvas cannot be imported.

@@ -1,7 +1,8 @@
 """ONNX export agrees with PyTorch in onnxruntime, and ONNX files come back in as graphs.
 
 Every template and every block type is exported and checked at two batch sizes (the templates
-other than lenet5 are slow tests); an exported graph imports back with the same parameters and outputs.
+other than lenet5 and diffusion_mlp are slow tests); an exported graph imports back with the same
+parameters and outputs.
 """
 
 from pathlib import Path
@@ -21,7 +22,7 @@ from graphcore.core.inputs import input_specs, random_inputs
 from graphcore.interchange import onnx_export
 
 SLOW = pytest.mark.slow
-QUICK_TEMPLATES = {"lenet5"}
+QUICK_TEMPLATES = {"lenet5", "diffusion_mlp"}
 # The block cases that take seconds, not a fraction of one: onnxruntime refuses their legacy
 # export (a dilated conv with padding="same", adaptive pooling to a size that does not divide the
 # input), so export_onnx falls back to the torch.export exporter, whose first use alone takes ~3 s.

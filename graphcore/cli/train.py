@@ -20,7 +20,8 @@ from graphcore.runtime.train import Trainer, check_out_dir, free_run_dir
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", nargs="?", help="graph JSON file or template name (optional with --resume)")
     parser.add_argument("--task", choices=TASKS, help="default: guessed from the graph")
-    parser.add_argument("--dataset", help="digits (default), a folder of class folders of images, or FILE.npz")
+    parser.add_argument("--dataset", help="digits (default); 2-D points: moons, circles, swissroll, gaussians8; "
+                                               "a folder of class folders of images, or FILE.npz")
     parser.add_argument("--epochs", type=positive_int,
                         help="epochs in all (default: 10, or until --minutes ends; with --resume: the new total)")
     parser.add_argument("--minutes", type=positive_float,

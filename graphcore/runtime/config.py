@@ -213,7 +213,7 @@ def check_task(doc: GraphDoc, task: str, dataset: Dataset | None = None) -> Grap
                 raise GraphError(f"dataset {dataset.name!r} has {dataset.num_classes} classes but the graph's "
                                  f"output has {out[0]} (set out_features of the last linear block to "
                                  f"{dataset.num_classes})")
-        if task == "diffusion" and (dataset.x.min() < 0 or dataset.x.max() > 1):
+        if task == "diffusion" and dataset.kind == "images" and (dataset.x.min() < 0 or dataset.x.max() > 1):
             raise GraphError(f"dataset {dataset.name!r}: diffusion expects values in [0, 1], found "
                              f"[{dataset.x.min():.3g}, {dataset.x.max():.3g}]")
     return io_

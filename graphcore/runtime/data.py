@@ -7,7 +7,11 @@ A source is one of
   clips of each digit drifting across the frame.
 - a folder of class sub-folders of images (``DIR/cat/1.png``, ``DIR/dog/2.jpg``), or a folder
   of images with no sub-folders (unlabelled: for reconstruct and diffusion);
-- an ``.npz`` file with ``x`` (N, *shape) and optionally ``y`` (N,) integer labels.
+- ``moons``, ``circles``, ``swissroll``, ``gaussians8``: 2-D point clouds generated from a fixed
+  seed (``kind == "vectors"``), in their own units; diffusion standardises them (``Dataset.mean``,
+  ``Dataset.std``) and maps samples back;
+- an ``.npz`` file with ``x`` (N, *shape) and optionally ``y`` (N,) integer labels; ``x`` of shape
+  (N, D) with a float dtype is vector data, kept in its own units.
 
 Images become float32 in [0, 1]; the train/val split is fixed (its own seed, independent of the
 training seed) so that every run of a graph on a dataset is validated on the same samples.
@@ -22,6 +26,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,6 +37,10 @@ from graphcore.core.diagnostics import GraphError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 MAX_CLASSES = 1_000_000  # ids at or above this are a mistake, not a dataset (the output needs one unit each)
+MIN_STD = 1e-6  # a constant feature is not divided by zero when standardised
+POINTS = 20_000  # samples of each generated 2-D dataset
+POINTS_SEED = 0  # the generated datasets are fixed: every run on "moons" sees the same points
+DataKind = Literal["images", "vectors"]
 
 
 @dataclass
@@ -42,6 +51,7 @@ class Dataset:
     x: torch.Tensor
     y: torch.Tensor | None
     classes: list[str] = field(default_factory=list)
+    kind: DataKind = "images"  # images: values in [0, 1]; vectors: (N, D) in the data's own units
     train_idx: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     val_idx: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
@@ -56,6 +66,16 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.x)
 
+    @property
+    def mean(self) -> torch.Tensor:
+        """Per-feature mean (D,) over all samples: where diffusion centres vector data."""
+        return self.x.mean(dim=0)
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Per-feature standard deviation (D,), at least ``MIN_STD``: diffusion's unit for vector data."""
+        return self.x.std(dim=0).clamp_min(MIN_STD)
+
 
 def load_dataset(source: str | os.PathLike, shape: Sequence[int], *, val_fraction: float = 0.2,
                  split_seed: int = 0) -> Dataset:
@@ -64,16 +84,18 @@ def load_dataset(source: str | os.PathLike, shape: Sequence[int], *, val_fractio
     text = str(source)
     if text == "digits":
         dataset = _digits(shape)
+    elif text in POINT_CLOUDS:
+        dataset = _points(text, shape)
     else:
         path = Path(source)
         if not path.exists():
-            raise GraphError(f"dataset {text!r} not found (use 'digits', a folder of images or an .npz file)")
+            raise GraphError(f"dataset {text!r} not found (use {SOURCES})")
         if path.is_dir():
             dataset = _folder(path, shape)
         elif path.suffix == ".npz":
             dataset = _npz(path, shape)
         else:
-            raise GraphError(f"dataset {text!r}: expected 'digits', a folder of images or an .npz file")
+            raise GraphError(f"dataset {text!r}: expected {SOURCES}")
     _check_finite(dataset)
     _split(dataset, val_fraction, split_seed)
     return dataset
@@ -123,6 +145,50 @@ def _drifting_clips(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tenso
             top, left = pad - shift * vy, pad - shift * vx
             clips[i, :, f] = padded[i, :, top:top + height, left:left + width]
     return clips.expand(-1, channels, -1, -1, -1).contiguous()
+
+
+# ----------------------------------------------------------------------------- 2-D point clouds
+def _moons(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    from sklearn.datasets import make_moons
+
+    return make_moons(POINTS, noise=0.05, random_state=int(rng.integers(2**31)))
+
+
+def _circles(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    from sklearn.datasets import make_circles
+
+    return make_circles(POINTS, factor=0.5, noise=0.04, random_state=int(rng.integers(2**31)))
+
+
+def _swissroll(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    from sklearn.datasets import make_swiss_roll
+
+    points, _ = make_swiss_roll(POINTS, noise=0.3, random_state=int(rng.integers(2**31)))
+    return points[:, [0, 2]], None  # the roll seen along its axis: a 2-D spiral; no classes
+
+
+def _gaussians8(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """Eight Gaussians (std 0.1) on a circle of radius 2; the label is the Gaussian."""
+    labels = rng.integers(0, 8, POINTS)
+    angles = labels * (2 * math.pi / 8)
+    centres = 2.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (N, 2)
+    return centres + 0.1 * rng.standard_normal((POINTS, 2)), labels
+
+
+POINT_CLOUDS = {"moons": _moons, "circles": _circles, "swissroll": _swissroll, "gaussians8": _gaussians8}
+"""The generated 2-D datasets: ``make(rng) -> (points (N, 2), labels (N,) or None)``."""
+SOURCES = f"'digits', {', '.join(repr(name) for name in POINT_CLOUDS)}, a folder of images or an .npz file"
+
+
+def _points(name: str, shape: tuple[int, ...]) -> Dataset:
+    if shape != (2,):
+        raise GraphError(f"dataset {name!r} gives 2-D points (shape [2]); the graph's input has shape {list(shape)}")
+    points, labels = POINT_CLOUDS[name](np.random.default_rng(POINTS_SEED))
+    x = torch.from_numpy(points.astype(np.float32))  # (N, 2)
+    if labels is None:
+        return Dataset(name, x, None, kind="vectors")
+    y = torch.from_numpy(labels.astype(np.int64))
+    return Dataset(name, x, y, [str(c) for c in range(int(y.max()) + 1)], kind="vectors")
 
 
 # ----------------------------------------------------------------------------- folders
@@ -187,7 +253,8 @@ def _npz(path: Path, shape: tuple[int, ...]) -> Dataset:
     if raw.ndim == len(shape) and len(shape) == 3 and shape[0] == 1:
         raw = raw[:, None]  # (N, H, W) for a one-channel input
     if tuple(raw.shape[1:]) != shape:
-        raise GraphError(f"{path}: x has samples of shape {list(raw.shape[1:])}, "
+        what = "vectors" if raw.ndim == 2 else "samples"
+        raise GraphError(f"{path}: x has {what} of shape {list(raw.shape[1:])}, "
                          f"the graph's input takes {list(shape)}")
     if len(raw) == 0:
         raise GraphError(f"{path}: x has no samples")
@@ -211,7 +278,8 @@ def _npz(path: Path, shape: tuple[int, ...]) -> Dataset:
                              "(number the classes 0, 1, 2, …)")
         y = torch.from_numpy(labels.astype(np.int64))
         classes = [str(c) for c in range(int(labels.max()) + 1)]
-    return Dataset(path.stem, x.contiguous(), y, classes)
+    kind: DataKind = "vectors" if raw.ndim == 2 and raw.dtype != np.uint8 else "images"
+    return Dataset(path.stem, x.contiguous(), y, classes, kind=kind)
 
 
 # ----------------------------------------------------------------------------- checks and split

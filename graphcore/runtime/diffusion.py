@@ -1,8 +1,9 @@
 """Denoising diffusion: β schedules, forward noising, ε-prediction loss, DDPM/DDIM sampling,
 latent interpolation and autoregressive video.
 
-Data lives in [-1, 1] inside this module (``to_model_range`` / ``to_unit_range`` convert from
-and to the [0, 1] of datasets and images). A denoiser is any ``fn(x_t, t) -> eps`` with
+Images live in [-1, 1] inside this module (``to_model_range`` / ``to_unit_range`` convert from
+and to the [0, 1] of datasets and images); vector data is standardised per feature instead
+(``DataRange``, which also maps samples back to the data's own units). A denoiser is any ``fn(x_t, t) -> eps`` with
 ``x_t`` (B, *shape) float and ``t`` (B,) int64; ``denoiser(model)`` makes one from a compiled
 graph whatever the order of its two inputs.
 
@@ -19,14 +20,18 @@ import io
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from graphcore.core.diagnostics import GraphError
+
+if TYPE_CHECKING:
+    from graphcore.runtime.data import Dataset
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -42,6 +47,39 @@ def to_model_range(x: torch.Tensor) -> torch.Tensor:
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class DataRange:
+    """How a dataset's values map to the values the model denoises, and back.
+
+    Images: [0, 1] <-> [-1, 1]. Vector data (``mean``, ``std`` per feature): standardised, so that
+    the model sees unit-scale points whatever the data's units, and samples come back in those
+    units. ``clip`` bounds the sampler's x0 predictions in the model's values: the data's own
+    extent (1 for images; for vectors the largest standardised value), since near t = T an
+    unbounded prediction multiplies the denoiser's error by 1/√ᾱ_t (hundreds).
+    """
+
+    mean: torch.Tensor | None = None  # (D,); None: images
+    std: torch.Tensor | None = None  # (D,)
+    clip: float = 1.0
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> DataRange:
+        if dataset.kind != "vectors":
+            return cls()
+        mean, std = dataset.mean, dataset.std
+        return cls(mean, std, float(((dataset.x - mean) / std).abs().max()))
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return to_model_range(x)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def to_data(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return to_unit_range(x)
+        return x * self.std.to(x.device) + self.mean.to(x.device)
 
 
 class Schedule:
@@ -132,8 +170,10 @@ def timestep_sequence(timesteps: int, steps: int) -> list[int]:
 def sample(model: Denoiser, shape: Sequence[int], schedule: Schedule, *, n: int = 16, steps: int = 50,
            sampler: str = "ddim", eta: float | None = None, seed: int = 0, device: torch.device | str = "cpu",
            callback: StepCallback | None = None, x_T: torch.Tensor | None = None,
-           known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """Draw ``n`` samples of per-sample ``shape``; returns (n, *shape) in [-1, 1].
+           known: tuple[torch.Tensor, torch.Tensor] | None = None, clip: float = 1.0) -> torch.Tensor:
+    """Draw ``n`` samples of per-sample ``shape``; returns (n, *shape) in [-clip, clip].
+
+    ``clip`` bounds the x0 predictions: the data's extent in the model's values (``DataRange.clip``).
 
     ``known = (mask, values)`` fixes part of every sample (inpainting, video continuation):
     after each step the masked region is replaced by ``values`` noised to that step's level.
@@ -158,7 +198,7 @@ def sample(model: Denoiser, shape: Sequence[int], schedule: Schedule, *, n: int 
             ab = alpha_bar[t]
             ab_prev = alpha_bar[t_prev] if t_prev >= 0 else 1.0
             eps = model(x, _full(n, t, device)).float()  # (n, *shape)
-            x0 = ((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1.0, 1.0)
+            x0 = ((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-clip, clip)
             eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)  # consistent with the clipped x0
             sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
             x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
@@ -172,7 +212,7 @@ def sample(model: Denoiser, shape: Sequence[int], schedule: Schedule, *, n: int 
                 x = torch.where(mask, fixed, x)
             if callback is not None:
                 callback(i, len(sequence), x, x0)
-    return x.clamp(-1.0, 1.0)  # made outside inference mode: a normal tensor again
+    return x.clamp(-clip, clip)  # made outside inference mode: a normal tensor again
 
 
 def _full(n: int, t: int, device) -> torch.Tensor:
@@ -260,6 +300,34 @@ def png_bytes(images: torch.Tensor | np.ndarray, scale: int = 1) -> bytes:
 
 def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, scale: int = 1) -> None:
     Path(path).write_bytes(png_bytes(images, scale))
+
+
+def scatter_png(points: torch.Tensor | np.ndarray, data: torch.Tensor | np.ndarray, size: int = 256) -> bytes:
+    """Samples (N, D) drawn as blue dots over the data (M, D) in grey, both in the data's units;
+    the first two features, the view framed on the data (samples beyond it are left out)."""
+    from PIL import Image
+
+    points, data = (_plane(v) for v in (points, data))
+    low, high = data.min(axis=0), data.max(axis=0)
+    margin = 0.1 * np.maximum(high - low, 1e-6)
+    low, high = low - margin, high + margin
+    picture = np.full((size, size, 3), 255, dtype=np.uint8)
+    for values, colour in ((data, (200, 200, 200)), (points, (31, 90, 200))):
+        pixels = np.round((values - low) / (high - low) * (size - 2)).astype(np.int64)  # (N, 2), x then y
+        inside = ((pixels >= 0) & (pixels <= size - 2)).all(axis=1)
+        cols, rows = pixels[inside, 0], size - 2 - pixels[inside, 1]  # y grows upwards
+        for dy in (0, 1):  # 2x2 dots
+            for dx in (0, 1):
+                picture[rows + dy, cols + dx] = colour
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _plane(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, 2) float64: the first two features (a zero second one for D = 1)."""
+    array = torch.as_tensor(values).detach().float().cpu().numpy().astype(np.float64)
+    return array[:, :2] if array.shape[1] >= 2 else np.concatenate([array, np.zeros_like(array)], axis=1)
 
 
 def save_gif(clips: torch.Tensor | np.ndarray, path: str | os.PathLike, fps: int = 8, scale: int = 2) -> None:

@@ -130,7 +130,8 @@ def start_training(graph: GraphDoc, config: TrainConfig, *, out: str | os.PathLi
 def start_sampling(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, sampler: str = "ddim",
                    steps: int = 50, n: int = 16, seed: int = 0, preview_every: int = 1) -> Job:
     """Sample from a diffusion run in a separate process, with a ``step`` event (the current
-    x0 prediction as images) every ``preview_every`` denoising steps: the editor's live preview.
+    x0 prediction as images; for vector data the current points drawn over the data) every
+    ``preview_every`` denoising steps: the editor's live preview.
     The files go to ``out`` (default: a new ``run_dir/samples/STAMP/``); the ``done`` event names
     the ``folder`` and its ``files``."""
     options = {"sampler": sampler, "steps": steps, "n": n, "seed": seed, "preview_every": preview_every}
@@ -170,14 +171,21 @@ def _sample_job(run_dir: str, out: str | None, options: dict, emit, stop) -> Non
 
     from graphcore.runtime import diffusion
     from graphcore.runtime.sample import sample_run
+    from graphcore.runtime.train import read_vectors
 
     every = max(1, options.pop("preview_every"))
     started = time.monotonic()
+    vectors = read_vectors(run_dir)
 
     def on_step(i: int, steps: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
         if stop.is_set():
             raise _Stopped
         if (i + 1) % every == 0 or i + 1 == steps:
+            if vectors is not None:  # the points themselves, moving from noise to the data's shape
+                points = vectors[0].to_data(x_t.float().cpu())
+                emit({"type": "step", "step": i + 1, "steps": steps, "points": points.numpy(),
+                      "png": diffusion.scatter_png(points, vectors[1])})
+                return
             images = diffusion.to_unit_range(x0.float().cpu())
             if images.dim() == 5:  # clips: preview their first frames
                 images = images[:, :, 0]

@@ -1,7 +1,9 @@
 """Sampling from a trained diffusion run (``netcanvas sample RUN_DIR`` on the command line).
 
 Writes ``OUT/grid.png`` and ``OUT/samples.npy`` (float32 (N, C, H, W) in [0, 1]); for a video
-graph ``samples.npy`` holds clips (N, C, T, H, W) and ``clip.gif`` shows them playing. Without
+graph ``samples.npy`` holds clips (N, C, T, H, W) and ``clip.gif`` shows them playing; for a run
+on vector data ``samples.npy`` holds points (N, D) in the data's own units and ``scatter.png``
+draws them over the data. Without
 an ``out`` folder the samples are kept in the run: ``RUN_DIR/samples/STAMP/`` (STAMP: the UTC
 time, ``YYYYmmdd-HHMMSS``, with ``-2``, ``-3``, … when that second already has a folder).
 """
@@ -20,12 +22,14 @@ from graphcore.core.diagnostics import GraphError
 from graphcore.runtime import diffusion
 from graphcore.runtime.config import GraphIO
 from graphcore.runtime.devices import pick_device
-from graphcore.runtime.train import load_run
+from graphcore.runtime.train import load_run, read_vectors
+
+SCATTER_SIZE = 512  # pixels of scatter.png
 
 
 @dataclass
 class SampleResult:
-    samples: np.ndarray  # (N, C, H, W) or (N, C, T, H, W), float32 in [0, 1]
+    samples: np.ndarray  # (N, C, H, W) or (N, C, T, H, W), float32 in [0, 1]; vectors: (N, D) in their units
     files: list[Path]
     folder: Path  # where the files are
 
@@ -45,15 +49,22 @@ def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     shape = GraphIO.of(model.doc).sample_shape("diffusion")
     schedule = diffusion.Schedule(config.beta_schedule, config.timesteps)
     net = diffusion.denoiser(model)
+    vectors = read_vectors(run_dir)
+    data_range = vectors[0] if vectors is not None else diffusion.DataRange()
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
         if len(shape) == 4 and frames is not None and frames > shape[1]:
             raw = diffusion.sample_long_video(net, shape, schedule, frames=frames, overlap=overlap, n=n, steps=steps,
                                               sampler=sampler, seed=seed, device=dev, callback=callback)
         else:
             raw = diffusion.sample(net, shape, schedule, n=n, steps=steps, sampler=sampler, seed=seed, device=dev,
-                                   callback=callback)
-    samples = diffusion.to_unit_range(raw.float()).cpu().numpy().astype(np.float32)
+                                   callback=callback, clip=data_range.clip)
+    samples = data_range.to_data(raw.float()).cpu().numpy().astype(np.float32)
     out = _make_folder(Path(out)) if out is not None else new_samples_dir(run_dir)  # after: a stop leaves none
+    if vectors is not None:
+        files = [out / "samples.npy", out / "scatter.png"]
+        np.save(files[0], samples)
+        files[1].write_bytes(diffusion.scatter_png(samples, vectors[1], size=SCATTER_SIZE))
+        return SampleResult(samples, files, out)
     files = [out / "samples.npy", out / "grid.png"]
     np.save(files[0], samples)
     if len(shape) == 4:  # clips (N, C, T, H, W): the grid shows the first frames, the GIF plays them

@@ -6,7 +6,8 @@
 A run folder holds ``graph.json``, ``config.json``, ``last.pt`` (everything needed to continue:
 weights, optimizer, step, RNG state, position in the epoch), ``best.pt`` (the weights with the
 best validation score), ``metrics.jsonl`` (one line per epoch and split), ``status.json`` (running,
-finished, stopped or failed: what the workspace's Runs list reads) and the marker file
+finished, stopped or failed: what the workspace's Runs list reads), for vector data
+``vectors.npz`` (its standardisation and points to draw samples over) and the marker file
 ``.netcanvas-run``. A run only starts in a folder that is new, empty, or marked and without a
 checkpoint, so it never overwrites a user's files. ``last.pt`` is saved at every epoch's end and
 every ``checkpoint_minutes`` inside an epoch; ``Trainer.resume`` continues a run exactly where
@@ -39,10 +40,12 @@ import pickle
 import signal
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,7 +55,7 @@ from graphcore.core.diagnostics import GraphError, one_line
 from graphcore.core.document import GraphDoc, dumps, leftover_temp_files, load, write_atomic
 from graphcore.runtime import diffusion
 from graphcore.runtime.config import DEFAULT_EPOCHS, TrainConfig, TrainResult, check_task, read_config
-from graphcore.runtime.data import load_dataset
+from graphcore.runtime.data import Dataset, load_dataset
 from graphcore.runtime.devices import amp_dtype, pick_device
 from graphcore.runtime.workspace import TRAINER_STATUS, is_run_dir, mark_run_dir, timestamp, write_status
 
@@ -66,6 +69,9 @@ LAST_PT = {"model": dict, "optimizer": dict, "scaler": dict, "step": int, "epoch
 """What ``last.pt`` holds, and the type of each entry."""
 WEIGHTS_PT = {"model": dict}
 EVENT_SECONDS = 2.0  # longest wait between "step" events when steps are slow (one process)
+VECTORS_FILE = "vectors.npz"  # a vector-data run: the data's mean and std, and points to draw samples over
+REFERENCE_POINTS = 2000
+PREVIEW_POINTS = 500
 
 
 def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
@@ -131,6 +137,7 @@ class Trainer:
         self.shape = io_.sample_shape(cfg.task)
         self.data = load_dataset(cfg.dataset, self.shape, val_fraction=cfg.val_fraction)
         check_task(self.doc, cfg.task, self.data)
+        self.range = diffusion.DataRange.of(self.data)
         if self.world > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             if self.device.type == "cuda":
@@ -203,6 +210,8 @@ class Trainer:
         write_atomic(self.run_dir / "graph.json", dumps(self.doc).encode())
         write_atomic(self.run_dir / "config.json", (json.dumps(self.config.to_dict(), indent=2) + "\n").encode())
         (self.run_dir / "metrics.jsonl").write_text("")
+        if self.data.kind == "vectors":
+            write_vectors(self.run_dir, self.range, reference_points(self.data))
 
     def _preflight(self, x: torch.Tensor) -> None:
         """One forward pass on two samples ``x``, in eval mode, where the model is (on the CPU, before
@@ -216,7 +225,7 @@ class Trainer:
             with torch.no_grad():
                 if self.schedule is not None:
                     t = torch.tensor([0, self.schedule.timesteps - 1][:len(x)], device=x.device)
-                    diffusion.denoiser(self.model, self.doc)(diffusion.to_model_range(x), t)
+                    diffusion.denoiser(self.model, self.doc)(self.range.to_model(x), t)
                 else:
                     self.model(x)
         except GraphError:
@@ -246,7 +255,7 @@ class Trainer:
             return loss, (logits.argmax(dim=1) == y).sum()
         if self.config.task == "reconstruct":
             return F.mse_loss(net(x).float(), x), None
-        return self.schedule.loss(diffusion.denoiser(net, self.doc), diffusion.to_model_range(x), generator,
+        return self.schedule.loss(diffusion.denoiser(net, self.doc), self.range.to_model(x), generator,
                                   weighting=self.config.loss_weighting), None
 
     # ------------------------------------------------------------------ the loop
@@ -520,9 +529,10 @@ class Trainer:
         x_all, y_all = self.data.split("val")
         generator = torch.Generator(device=self.device).manual_seed(1234)
         total, correct = 0.0, 0
-        for i in range(0, len(x_all), 256):
-            x = x_all[i:i + 256].to(self.device)
-            y = y_all[i:i + 256].to(self.device) if y_all is not None else None
+        chunk = max(256, self.local_batch)  # a training batch fits, and small samples want big chunks
+        for i in range(0, len(x_all), chunk):
+            x = x_all[i:i + chunk].to(self.device)
+            y = y_all[i:i + chunk].to(self.device) if y_all is not None else None
             loss, right = self._forward(self.model, x, y, generator)
             total += loss.item() * len(x)
             correct += int(right) if right is not None else 0
@@ -617,7 +627,11 @@ class Trainer:
 
     @torch.no_grad()
     def _preview(self) -> None:
-        """A few images for the editor: reconstructions, or DDIM samples from the EMA weights."""
+        """A few images for the editor: reconstructions, or DDIM samples from the EMA weights (of
+        vector data: points drawn over the data)."""
+        if self.config.task == "diffusion" and self.data.kind == "vectors":
+            self._preview_points()
+            return
         if self.config.task == "classify" or len(self.shape) not in (3, 4):
             return
         model = self.ema_model or self.model
@@ -636,6 +650,17 @@ class Trainer:
         self._emit({"type": "samples", "epoch": self.epoch, "step": self.step,
                     "images": (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(),
                     "png": diffusion.png_bytes(images, scale=2)})
+
+    def _preview_points(self) -> None:
+        """DDIM samples from the EMA weights drawn over the data: the editor's preview of vector data."""
+        model = self.ema_model or self.model
+        model.eval()
+        raw = diffusion.sample(diffusion.denoiser(model, self.doc), self.shape, self.schedule, n=PREVIEW_POINTS,
+                               steps=20, seed=0, device=self.device, clip=self.range.clip)
+        self.model.train()
+        points = self.range.to_data(raw.float()).cpu()
+        self._emit({"type": "samples", "epoch": self.epoch, "step": self.step, "points": points.numpy(),
+                    "png": diffusion.scatter_png(points, reference_points(self.data))})
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         """SIGINT/SIGTERM ask for a clean stop (checkpoint first); a second SIGINT interrupts at once."""
@@ -679,6 +704,35 @@ class Trainer:
         self._emit({"type": "done", "status": status, "message": message, "run_dir": str(self.run_dir),
                     "epoch": self.epoch, "step": self.step, "seconds": time.monotonic() - start})
         return result
+
+
+def reference_points(data: Dataset, count: int = REFERENCE_POINTS) -> torch.Tensor:
+    """About ``count`` training points, evenly spread over the split (a file may be sorted): what
+    samples of vector data are drawn over."""
+    x = data.split("train")[0]
+    return x[::max(1, math.ceil(len(x) / count))]
+
+
+def write_vectors(run_dir: Path, data_range: diffusion.DataRange, points: torch.Tensor) -> None:
+    """The run's ``vectors.npz``: the standardisation of its vector data and reference points."""
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=data_range.mean.numpy(), std=data_range.std.numpy(), clip=np.float64(data_range.clip),
+             points=points.numpy())
+    write_atomic(run_dir / VECTORS_FILE, buffer.getvalue())
+
+
+def read_vectors(run_dir: str | os.PathLike) -> tuple[diffusion.DataRange, torch.Tensor] | None:
+    """A vector-data run's standardisation and reference points (None: the run was trained on images)."""
+    path = Path(run_dir) / VECTORS_FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            mean, std, points = (torch.from_numpy(archive[key]).float() for key in ("mean", "std", "points"))
+            clip = float(archive["clip"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise GraphError(f"{path}: cannot read: {one_line(str(exc))[:300]}") from None
+    return diffusion.DataRange(mean, std, clip), points
 
 
 def free_run_dir(name: str) -> Path:
