@@ -8,6 +8,12 @@ what the user does comes up as ``edit`` events (``{"op": ..., ...}``, the messag
 fit a ``view`` event says where the view's centre is (``[x, y]`` in graph coordinates), and a
 ``viewport`` event where the view is (Vue Flow's pan and zoom, ``{"x", "y", "zoom"}``, what a
 reload restores instead of fitting the graph anew). The browser never decides anything about the graph.
+
+Node views travel compact (``compact``): a field at its default value (``DEFAULTS``: no problems, one
+port ``in`` and one ``out``...) is left out; a whole graph sends each distinct face (type, category,
+params, key params, ports: ``FACE``) once, in ``faces``, and each node the index of its own (a model's
+repeated layers share theirs); an edge goes without its id and default ports (``compact_edge``). The
+canvas fills them back in.
 """
 
 from __future__ import annotations
@@ -21,6 +27,13 @@ from nicegui.events import GenericEventArguments
 
 from blocks import categories
 from graphcore.editing.session import Delta
+
+# What a node view's or an edge view's field is when the canvas gets none (static/src/FlowCanvas.vue's
+# DEFAULTS and EDGE_DEFAULTS).
+DEFAULTS: dict[str, Any] = {"label": None, "summary": "", "params": {}, "inputs": ["in"], "outputs": ["out"],
+                            "shapes": {}, "problems": []}
+EDGE_DEFAULTS = {"sourceHandle": "out", "targetHandle": "in"}
+FACE = ("type", "category", "params", "summary", "inputs", "outputs")  # what a node's type and params decide
 
 
 class Canvas(Element, component="static/canvas.js", esm={"netcanvas-flow": "static/bundle"}):
@@ -50,15 +63,14 @@ class Canvas(Element, component="static/canvas.js", esm={"netcanvas-flow": "stat
         # As tuples, the nodes and edges go to the page as they are: NiceGUI would copy a list of
         # dicts into observable ones, node by node (tens of ms for 300 nodes), for a view that is
         # only ever replaced whole.
-        self._props["graph"] = {**view, "nodes": tuple(view["nodes"]), "edges": tuple(view["edges"]),
-                                "version": self._version, "viewport": viewport}
+        self._props["graph"] = {**compact_graph(view), "version": self._version, "viewport": viewport}
         if update:
             self.update()
 
     def apply(self, delta: Delta) -> None:
         """Redraw what an edit changed."""
         if not delta.empty or delta.ids:
-            self.run_method("applyDelta", delta.to_dict())
+            self.run_method("applyDelta", compact_delta(delta))
 
     def _viewed(self, event: GenericEventArguments) -> None:
         x, y = _args(event)
@@ -82,6 +94,47 @@ class Canvas(Element, component="static/canvas.js", esm={"netcanvas-flow": "stat
 
     def fit(self) -> None:
         self.run_method("fit")
+
+
+def compact_graph(view: dict) -> dict:
+    """A whole view (``EditSession.view``'s form) as the canvas gets it: compact nodes and edges, and
+    each distinct face once (``faces``; a node names its own by index, ``face``)."""
+    index: dict[str, int] = {}
+    faces: list[dict] = []
+    nodes = []
+    for node in view["nodes"]:
+        face = {key: node[key] for key in FACE if key in node}
+        number = index.setdefault(repr(face), len(faces))  # the same fields in the same order: node_face's
+        if number == len(faces):
+            faces.append(compact(face))
+        rest = compact({key: value for key, value in node.items() if key not in FACE})
+        rest["face"] = number
+        nodes.append(rest)
+    return {**view, "nodes": tuple(nodes), "edges": tuple(compact_edge(edge) for edge in view["edges"]),
+            "faces": faces}
+
+
+def compact_delta(delta: Delta) -> dict:
+    """A delta as the canvas gets it: its node views and patches and its new edges compact."""
+    return {**delta.to_dict(), "nodes": {nid: compact(view) for nid, view in delta.nodes.items()},
+            "edges_added": [compact_edge(edge) for edge in delta.edges_added]}
+
+
+def compact(view: dict) -> dict:
+    """A node view (or a delta's patch, or part of a view) without the fields at their default value."""
+    return {key: value for key, value in view.items() if not (key in DEFAULTS and value == DEFAULTS[key])}
+
+
+def compact_edge(edge: dict) -> dict:
+    """An edge view without its id where it is the one its ends make, nor its default ports."""
+    derived = edge_key(edge)
+    return {key: value for key, value in edge.items()
+            if not (key in EDGE_DEFAULTS and value == EDGE_DEFAULTS[key]) and not (key == "id" and value == derived)}
+
+
+def edge_key(edge: dict) -> str:
+    """The id the canvas gives an edge view that has none (``graphcore.editing.session.edge_key``'s form)."""
+    return f"{edge['source']}.{edge['sourceHandle']}->{edge['target']}.{edge['targetHandle']}"
 
 
 def parse_viewport(value: Any) -> dict[str, float] | None:

@@ -364,7 +364,7 @@ async def test_the_palette_and_the_canvas_follow_the_category_table(user: User):
             s.type for s in blocks.all_specs() if s.category == section["name"])
     canvas = next(iter(user.find("canvas").elements))
     assert canvas.props["categories"] == categories.view()
-    shown = {n["category"] for n in canvas.props["graph"]["nodes"]}
+    shown = {face["category"] for face in canvas.props["graph"]["faces"]}  # each distinct face once
     assert shown == {"io", "conv", "activation", "pool", "reshape", "dense"}  # lenet5's
     assert shown <= set(canvas.props["categories"])  # each with its colour
 

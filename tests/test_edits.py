@@ -12,6 +12,7 @@ import pytest
 import graphcore as gc
 from graphcore.core.analysis import Analysis
 from graphcore.core.document import GraphDoc
+from graphcore.core.synthetic import residual_tower
 from graphcore.editing import ops
 from graphcore.editing.session import COLUMN_WIDTH, ROW_HEIGHT, EditError, EditSession, edge_key, wrapped_columns
 
@@ -64,6 +65,43 @@ def test_param_edit_returns_the_new_shapes_downstream_only(session):
     assert "c1" not in delta.nodes and "x" not in delta.nodes  # upstream untouched
     assert session.analysis.ok
     fresh_analysis_agrees(session)
+
+
+def test_nodes_only_reanalysed_get_a_patch_and_edited_ones_their_whole_view(session):
+    session.view()  # what the canvas draws first
+    delta = session.set_params("c3", {"out_channels": 32, "kernel_size": 5})
+    assert delta.nodes["c3"] == session.node_view("c3")
+    assert delta.nodes["c3"]["summary"] == "out_channels=32 kernel_size=5"
+    assert delta.nodes["flat"] == {"id": "flat", "shapes": {"out": "(N, 800)"}, "problems": []}
+    undone = session.undo()
+    assert undone.nodes["c3"]["summary"] == "out_channels=16 kernel_size=5"  # not the cached face of the edit
+    assert set(undone.nodes["flat"]) == {"id", "shapes", "problems"}
+
+
+def test_a_face_follows_a_rename_a_label_and_ports_that_change(session):
+    session.view()
+    session.rename("c3", "conv3")
+    assert session.node_view("conv3")["id"] == "conv3"
+    session.doc.nodes[0].label = "image"  # a label changed without an edit: the next view shows it anyway
+    assert session.node_view(session.doc.nodes[0].id)["label"] == "image"
+    delta = session.set_params("c1", {"out_channels": 6, "kernel_size": 3, "padding": 2})
+    assert "type" not in delta.nodes["conv3"]  # re-analysed only
+
+
+def test_the_canvas_gets_each_face_once_and_no_defaults():
+    from app.canvas import DEFAULTS, compact_graph
+
+    view = EditSession(residual_tower(20)).view()
+    sent = compact_graph(view)
+    assert len(sent["faces"]) < 10 < len(view["nodes"])  # its repeated layers share their faces
+    for node, compact in zip(view["nodes"], sent["nodes"], strict=True):
+        assert "type" not in compact and "problems" not in compact  # a face's, and none
+        rest = {key: value for key, value in compact.items() if key != "face"}
+        assert {**DEFAULTS, **sent["faces"][compact["face"]], **rest} == node  # what the canvas fills in
+    for edge, compact in zip(view["edges"], sent["edges"], strict=True):
+        ends = {**{"sourceHandle": "out", "targetHandle": "in"}, **compact}
+        assert "id" not in compact and edge == {"id": f"{ends['source']}.{ends['sourceHandle']}->"
+                                                      f"{ends['target']}.{ends['targetHandle']}", **ends}
 
 
 def test_bad_param_value_is_kept_and_reported_on_the_node(session):

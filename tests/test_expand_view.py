@@ -163,7 +163,7 @@ def test_an_edit_upstream_redraws_the_inner_shapes_of_an_expanded_instance():
     before = project(session, state)
     session.set_params("x", {"shape": [12]})
     delta = diff(before, project(session, state))
-    assert delta.nodes["p/r"]["shapes"] == {"out": "(N, 12)"}
+    assert delta.nodes["p/r"] == {"id": "p/r", "shapes": {"out": "(N, 12)"}, "problems": []}  # a patch: same face
     assert not delta.removed and not delta.edges_added
 
 

@@ -146,8 +146,13 @@ def diff(old: Projection, new: Projection) -> Delta:
     delta = Delta()
     for vid, view in new.nodes.items():
         before = old.nodes.get(vid)
-        if before is None or _without_position(before) != _without_position(view):
+        if before is None:
             delta.nodes[vid] = view
+        elif _without(before, ("position",)) != _without(view, ("position",)):
+            # Only its analysis results changed (an edit upstream): a patch of them, as EditSession sends.
+            face = ("position", *PATCHED)
+            same_face = _without(before, face) == _without(view, face)
+            delta.nodes[vid] = {"id": vid, **{key: view[key] for key in PATCHED}} if same_face else view
         if before is not None and before["position"] != view["position"]:
             delta.positions[vid] = view["position"]
     delta.removed = [vid for vid in old.nodes if vid not in new.nodes]
@@ -156,8 +161,11 @@ def diff(old: Projection, new: Projection) -> Delta:
     return delta
 
 
-def _without_position(view: dict) -> dict:
-    return {k: v for k, v in view.items() if k != "position"}
+PATCHED = ("shapes", "problems")  # what analysis decides of a view, all that an edit upstream changes
+
+
+def _without(view: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in view.items() if k not in keys}
 
 
 def _toggle_ops(view: dict) -> set[str]:

@@ -16,6 +16,7 @@ what lies downstream of it); a structural step with ``Analysis.rebuild``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -26,7 +27,7 @@ import blocks
 from blocks import categories
 from blocks.shapes import shape_text
 from graphcore.core import subgraphs
-from graphcore.core.analysis import Analysis, check_id
+from graphcore.core.analysis import Analysis, NodeInfo, check_id
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import Edge, GraphDoc, Node
 from graphcore.core.names import identifier
@@ -58,7 +59,9 @@ def edge_view(edge: Edge) -> dict:
 class Delta:
     """What the browser must redraw after an edit."""
 
-    nodes: dict[str, dict] = field(default_factory=dict)  # id -> node view (added or changed)
+    # id -> node view (added or changed); for a node re-analysed only (its params, ports, label and
+    # type as last drawn: an edit upstream), a patch of what analysis decides: {"id", "shapes", "problems"}
+    nodes: dict[str, dict] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)  # node ids
     edges_added: list[dict] = field(default_factory=list)  # edge views
     edges_removed: list[str] = field(default_factory=list)  # edge ids
@@ -93,6 +96,7 @@ class EditSession:
         self.undo_stack: list[list[Op]] = []
         self.redo_stack: list[list[Op]] = []
         self.revision = 0  # bumped by every applied step; autosave and panels watch it
+        self._faces: dict[str, _Face] = {}  # node id -> its face as last computed
         self._place_unplaced()
 
     @property
@@ -130,7 +134,31 @@ class EditSession:
 
     def node_view(self, node_id: str) -> dict:
         """What the canvas draws for a node: title, key params, ports, output shapes, problems."""
-        return node_view(self.analysis, node_id, self.positions.get(node_id, [0, 0]))
+        face, _ = self._face(node_id)
+        return {**face, **node_results(self.analysis, node_id), "position": self.positions.get(node_id, [0, 0])}
+
+    def _face(self, node_id: str) -> tuple[dict, bool]:
+        """The node's face (``node_face``) and whether it is the one computed last time. Cached by node:
+        its key params are most of a view's cost, and an edit upstream re-analyses thousands of
+        nodes whose params did not change. A new node object (undo of a removal, a load, a group),
+        new params (an edit, its undo), a rename, a type or label change or new ports (a subgraph
+        edited) make a new face."""
+        info = self.analysis.nodes[node_id]
+        cached = self._faces.get(node_id)
+        if cached is not None and cached.shows(info):
+            return cached.face, True
+        face = node_face(self.analysis, node_id)
+        self._faces[node_id] = _Face(info.node, dict(info.node.params), info.input_ports, info.output_ports, face)
+        return face, False
+
+    def _changed_view(self, node_id: str, touched: bool) -> dict:
+        """An edited or added node's whole view; a node only re-analysed, whose face is the one last
+        drawn, gets a patch of its analysis results alone (``Delta.nodes``)."""
+        face, same = self._face(node_id)
+        results = node_results(self.analysis, node_id)
+        if same and not touched:
+            return {"id": node_id, **results}
+        return {**face, **results, "position": self.positions.get(node_id, [0, 0])}
 
     def view(self) -> dict:
         """The whole graph for the canvas (on load, new, open)."""
@@ -145,9 +173,9 @@ class EditSession:
             raise EditError(f"unknown block type {type_id!r}")
         node_id = node_id or self.fresh_id(type_id.removeprefix("subgraph:"))
         self._check_new_id(node_id)
-        position = position if position is not None else self._free_position()
+        place = _pos(position if position is not None else self._free_position())
         node = Node(id=node_id, type=type_id, params=dict(params or {}))
-        return self._do([("add_node", node, _pos(position), len(self.doc.nodes))])
+        return self._do([("add_node", node, place, len(self.doc.nodes))])
 
     def remove(self, node_ids: Iterable[str] = (), edge_ids: Iterable[str] = ()) -> Delta:
         """Delete nodes (with their edges) and edges, as one undo step."""
@@ -419,7 +447,7 @@ class EditSession:
                 changed |= self.analysis.update_node(node_id)
         for node_id in changed | touched:
             if node_id in self.analysis.nodes:
-                delta.nodes[node_id] = self.node_view(node_id)
+                delta.nodes[node_id] = self._changed_view(node_id, node_id in touched)
         delta.removed = [nid for nid in dict.fromkeys(delta.removed) if nid not in self.analysis.nodes]
         self.revision += 1
         if self.parent is not None and any(op[0] != "move" for op in ops):
@@ -518,23 +546,50 @@ class EditSession:
 def node_view(analysis: Analysis, node_id: str, position: list[float]) -> dict:
     """What the canvas draws for a node of ``analysis`` at ``position``: title, key params, ports,
     output shapes, problems."""
+    return {**node_face(analysis, node_id), **node_results(analysis, node_id), "position": position}
+
+
+def node_face(analysis: Analysis, node_id: str) -> dict:
+    """The part of a node's view that its params, type, label and ports decide: id, title, key params, ports."""
     info = analysis.nodes[node_id]
     node = info.node
-    problems = analysis.node_diagnostics(node_id)
-    return {
-        "id": node.id,
-        "type": node.type,
-        "label": node.label,
-        "category": info.spec.category if info.spec else categories.UNKNOWN,
-        "params": node.params,
-        "summary": key_params(node),
-        "inputs": [p.name for p in info.input_ports or ()],
-        "outputs": list(info.output_ports or ()),
-        "shapes": {port: shape_text(shape, batch=True) for port, shape in (info.outputs or {}).items()},
-        "problems": [{"severity": d.severity, "message": d.message, "hint": d.hint, "port": d.port}
-                     for d in problems],
-        "position": position,
-    }
+    return {"id": node.id, "type": node.type, "label": node.label,
+            "category": info.spec.category if info.spec else categories.UNKNOWN, "params": node.params,
+            "summary": key_params(node), "inputs": [p.name for p in info.input_ports or ()],
+            "outputs": list(info.output_ports or ())}
+
+
+def node_results(analysis: Analysis, node_id: str) -> dict:
+    """The part of a node's view that analysis decides: its output shapes and problems."""
+    info = analysis.nodes[node_id]
+    return {"shapes": {port: _shape_text(shape) for port, shape in (info.outputs or {}).items()},
+            "problems": [{"severity": d.severity, "message": d.message, "hint": d.hint, "port": d.port}
+                         for d in analysis.node_diagnostics(node_id)]}
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape_text(shape: tuple[int | None, ...] | None) -> str:
+    """A shape's text for the canvas; the thousands of blocks of a big graph share a few shapes."""
+    return shape_text(shape, batch=True)
+
+
+@dataclass
+class _Face:
+    """A node's face as computed, with what it was computed from: the node, its params and ports."""
+
+    node: Node
+    params: dict
+    input_ports: Any
+    output_ports: Any
+    face: dict
+
+    def shows(self, info: NodeInfo) -> bool:
+        """Whether the face is still that of ``info``'s node (an unchanged node keeps its ports' tuples)."""
+        node, face = info.node, self.face
+        return (self.node is node and self.params == node.params and node.id == face["id"]
+                and node.type == face["type"] and node.label == face["label"]
+                and (self.input_ports is info.input_ports or self.input_ports == info.input_ports)
+                and (self.output_ports is info.output_ports or self.output_ports == info.output_ports))
 
 
 def _inverse_ops(step: list[Op]) -> list[Op]:
