@@ -910,7 +910,7 @@ class Editor:
         if not self.client.has_socket_connection:
             return False
         app.storage.tab[drafts.DRAFT_KEY] = self.draft_id
-        text = dumps(self.session.doc)
+        text = dumps(self.session.doc, compact=True)
         unsaved = self.unsaved(text)
         self._show_name(unsaved)
         saved = self._saved_as()
@@ -925,12 +925,12 @@ class Editor:
         clean = self.clean.get(id(self.session.doc))
         if clean is None or clean[0] is not self.session.doc:
             return True
-        return clean[1] != (dumps(self.session.doc) if text is None else text)
+        return clean[1] != (dumps(self.session.doc, compact=True) if text is None else text)
 
     def _mark_clean(self, doc: GraphDoc | None = None) -> None:
         """``doc`` (the document on screen) as it is now is kept somewhere: it has no unsaved changes."""
         doc = self.session.doc if doc is None else doc
-        self.clean[id(doc)] = (doc, dumps(doc))
+        self.clean[id(doc)] = (doc, dumps(doc, compact=True))
 
     def _show_name(self, unsaved: bool) -> None:
         """The graph's name in the title, with the unsaved mark (•) while it has unsaved changes."""

@@ -156,6 +156,15 @@ def test_a_lone_surrogate_in_a_label_saves_as_utf8_and_loads_back_the_same(tmp_p
     assert gc.loads(document.dumps(doc)) == doc
 
 
+def test_the_compact_text_is_one_line_of_the_same_document():
+    doc = gc.template("lenet5")
+    doc.nodes[1].label = "bad \ud800 label ü"
+    compact = document.dumps(doc, compact=True)
+    assert compact.count("\n") == 1 and len(compact) < len(document.dumps(doc))
+    assert "\\ud800" in compact and "ü" in compact
+    assert gc.loads(compact) == doc
+
+
 def _nested(depth: int) -> object:
     value: object = "leaf"
     for _ in range(depth):

@@ -176,11 +176,17 @@ def load(path: str | os.PathLike) -> GraphDoc:
     return loads(text, str(path))
 
 
-def dumps(doc: GraphDoc) -> str:
+COMPACT: dict[str, Any] = {"separators": (",", ":")}
+INDENTED: dict[str, Any] = {"indent": 2}
+
+
+def dumps(doc: GraphDoc, *, compact: bool = False) -> str:
     """The document as JSON text, readable (non-ASCII kept) yet always encodable as UTF-8: a lone
-    surrogate (``"\\ud800"`` in a loaded file) is written back as that escape, so it round-trips."""
+    surrogate (``"\\ud800"`` in a loaded file) is written back as that escape, so it round-trips.
+    ``compact``: on one line, for the editor's drafts and change checks, about 3x faster on a big graph
+    (indented output goes through the json module's pure-Python encoder)."""
     try:
-        text = json.dumps(doc.to_dict(), indent=2, ensure_ascii=False)
+        text = json.dumps(doc.to_dict(), ensure_ascii=False, **COMPACT if compact else INDENTED)
     except (TypeError, ValueError, RecursionError) as exc:  # too deep, or a value JSON cannot hold
         raise GraphError(f"graph {doc.name!r} cannot be written as JSON: {exc}") from None
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
