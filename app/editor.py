@@ -60,6 +60,10 @@ BLOCK_MIDDLE = (80, 35)
 """From a typical block's top-left corner (its position) to its middle, on the canvas."""
 LOAD_SECONDS = 10.0
 """How long opening a document (reading and analysing it, in a worker thread) may take."""
+QUICK_AUTOSAVE_NODES = 1_000
+"""Below this many blocks the autosave (a few ms) runs at the first tick after a change; above it,
+at the first tick with no edit since the one before, or AUTOSAVE_WAIT seconds after the last one."""
+AUTOSAVE_WAIT = 2.0
 EXPAND_DEPTHS = (1, 2, 3)
 """The depths the toolbar's "Expand all" offers."""
 DIRECTIONS = {"RIGHT": "Left to right", "DOWN": "Top down"}
@@ -105,6 +109,7 @@ class Editor:
         self.summary_revision = -1
         self.python_revision = -1
         self.tick_revision = -1  # the revision at the last tick: unchanged means no edit since
+        self.autosaved_at = 0.0  # time.monotonic() at the last autosave
         self.problems_shown: tuple | None = None  # the diagnostics the problems panel lists
         # The canvas's messages that need more than the session's edit: a dialog, a new view, a selection.
         self.answers: dict[type[ops.EditOp], Callable[[Any], None]] = {
@@ -876,7 +881,11 @@ class Editor:
         if quiet and self.summary_revision != revision:
             self.summary_revision = revision
             self.refresh_summary()
-        self._autosave_if_changed()
+        # So does the autosave of a big graph (its JSON): while edits come in, it waits for a quiet
+        # tick too, but never longer than AUTOSAVE_WAIT.
+        if quiet or len(self.session.doc.nodes) < QUICK_AUTOSAVE_NODES \
+                or time.monotonic() - self.autosaved_at >= AUTOSAVE_WAIT:
+            self._autosave_if_changed()
         if self.tab_panels.visible and self.tab_panels.value == "python" and self.python_revision != revision:
             self.python_revision = revision
             self.refresh_python()
@@ -885,6 +894,7 @@ class Editor:
         state = self.tab_state()
         if state != self.saved_state and self.autosave():
             self.saved_state = state
+            self.autosaved_at = time.monotonic()
 
     def tab_state(self) -> tuple:
         """What a reload restores, in brief: when it changes, the autosave runs. (A move inside an

@@ -338,6 +338,23 @@ async def until(condition, what: str) -> None:
     raise AssertionError(what)
 
 
+async def test_a_big_graph_is_autosaved_once_the_edits_pause(user: User, monkeypatch):
+    """Above QUICK_AUTOSAVE_NODES blocks, the autosave waits for a tick with no edit since the last
+    one (or AUTOSAVE_WAIT), so that its JSON does not hold up the replies to edits coming in."""
+    monkeypatch.setattr("app.editor.QUICK_AUTOSAVE_NODES", 5)  # lenet5's 14 blocks count as big
+    monkeypatch.setattr("app.editor.AUTOSAVE_WAIT", 3600.0)
+    await open_editor(user)
+    editor = editor_of(user)
+    await autosaved(user)
+    with user.client.layout:  # as the page's timer runs it
+        editor.tick_revision = editor.session.revision  # as a tick just saw it
+        editor.session.set_params("f6", {"out_features": 60})
+        editor._tick()  # an edit since the last tick: not yet
+        assert editor.saved_state != editor.tab_state()
+        editor._tick()  # no edit since: now
+        assert editor.saved_state == editor.tab_state()
+
+
 async def test_the_tab_draft_is_kept_in_the_workspace(user: User, workspace: Workspace):
     await open_editor(user)
     editor = editor_of(user)

@@ -236,6 +236,22 @@ def test_an_edit_that_fixes_a_size_clears_its_error():
     assert analysis.ok
 
 
+def test_an_edit_upstream_that_grows_weights_below_it_is_counted_against_the_budget(monkeypatch):
+    """A wider input leaves the linear layer's output shape as it was but grows its weight: the
+    update counts it again (only the nodes it infers again), as a fresh analysis does."""
+    monkeypatch.setattr(limits, "LIMITS", Limits(max_model_bytes=100_000))
+    doc = chain(("x", "input", {"shape": [16]}), ("a", "linear", {"out_features": 256}), ("y", "output", {}))
+    analysis = Analysis(doc)
+    assert analysis.ok  # (16 + 1) * 256 * 4 bytes
+    doc.node("x").params["shape"] = [128]
+    changed = analysis.update_node("x")
+    assert "a" in changed and not analysis.ok  # (128 + 1) * 256 * 4 = 132 kB
+    assert [str(p) for p in analysis.diagnostics] == [str(p) for p in Analysis(doc).diagnostics]
+    doc.node("x").params["shape"] = [16]
+    analysis.update_node("x")
+    assert analysis.ok and analysis.weights() == Analysis(doc).weights()
+
+
 # ----------------------------------------------------------------- deadline
 def test_an_analysis_past_its_deadline_stops_with_a_graph_error():
     doc = residual_tower(300)

@@ -411,10 +411,12 @@ class Analysis:
         else:
             self.graph_problems.append(problem)
 
-    def _check_budgets(self) -> None:
+    def _check_budgets(self, reinferred: set[str] | None = None) -> None:
         """The caps on the whole model: nodes once expanded, bytes of weights. Re-checked after
-        every update, since a param (a repeat, a width) changes them. Then the graph-wide problems
+        every update, since a param (a repeat, a width) changes them (``reinferred``: the nodes an
+        update inferred again, whose weights alone are counted again). Then the graph-wide problems
         are indexed by the node they name (a node's view reads them: one lookup, not a scan)."""
+        self._count_weight_bytes(reinferred)
         self.budget_problems = [p for p in (self._expanded_problem(), self._weights_problem()) if p]
         self._named: dict[str, list[Diagnostic]] = {}
         for problem in self.graph_problems + self.budget_problems:
@@ -436,12 +438,26 @@ class Analysis:
         return error(biggest, f"the graph expands to {total:,} nodes, more than the {cap:,} a model may have",
                      hint=f"this node alone expands to {sizes[biggest]:,}; use fewer copies or smaller subgraphs")
 
+    def _count_weight_bytes(self, reinferred: set[str] | None) -> None:
+        """Keep the bytes of each compiled node's weights and their total: after an update, only the
+        nodes inferred again are counted again, so an edit costs what it changed, not the graph's size."""
+        if reinferred is None:
+            self._weight_bytes = {nid: weights.bytes for nid, weights in self._model_weights()}
+            self._weight_total = sum(self._weight_bytes.values())
+            return
+        for nid in reinferred:
+            info = self.nodes.get(nid)
+            now = info.weights.bytes if info is not None and info.weights is not None and nid in self.live else 0
+            self._weight_total += now - self._weight_bytes.pop(nid, 0)
+            if now:
+                self._weight_bytes[nid] = now
+
     def _weights_problem(self) -> Diagnostic | None:
         cap = limits.LIMITS.max_model_bytes
+        if self._weight_total <= cap:
+            return None
         sizes = [(weights.bytes, nid) for nid, weights in self._model_weights()]
         total = sum(n_bytes for n_bytes, _ in sizes)
-        if total <= cap:
-            return None
         biggest, node_id = max(sizes, key=lambda size: size[0])  # the first of the largest
         return error(node_id, f"the model's weights would take {size_text(total)}, more than the "
                      f"{size_text(cap)} budget", hint=f"this block alone takes {size_text(biggest)}; {_SMALLER}")
@@ -497,12 +513,14 @@ class Analysis:
         new.wiring = old.wiring
         self.nodes[node_id] = new
         with gc_paused():
-            changed = self._propagate(node_id)
+            changed, reinferred = self._propagate(node_id)
         budget_before = self.budget_problems
-        self._check_budgets()
+        self._check_budgets(reinferred)
         return changed | {d.node_id for d in set(budget_before) ^ set(self.budget_problems) if d.node_id is not None}
 
-    def _propagate(self, node_id: str) -> set[str]:
+    def _propagate(self, node_id: str) -> tuple[set[str], set[str]]:
+        """Infer ``node_id`` and what follows it again, as far as its results change; returns the
+        ids whose results changed, and every id inferred again."""
         changed = {node_id}
         heap = [(self.rank[node_id], node_id)] if node_id in self.rank else []
         queued = {node_id}
@@ -522,7 +540,7 @@ class Analysis:
                     if succ not in queued and succ in self.rank:
                         queued.add(succ)
                         heapq.heappush(heap, (self.rank[succ], succ))
-        return changed
+        return changed, queued
 
     def rebuild(self) -> set[str]:
         """Full re-analysis after a structural edit; returns the ids whose results changed."""
