@@ -104,20 +104,30 @@ def train_judge(epochs: int = 30) -> tuple[Judge, float, float]:
     return judge, digits_right, rejected
 
 
-def readme_commands(minutes: float | None) -> list[list[str]]:
-    """The README's train and sample lines for the diffusion example, as argv lists; ``minutes``
-    replaces the train line's budget."""
+def readme_lines(starts: tuple[str, ...]) -> list[list[str]]:
+    """The README's command lines that begin with each of ``starts`` (one each), as argv lists."""
     lines = [line.split("#")[0].strip() for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()]
     commands = []
-    for start in README_LINES:
+    for start in starts:
         found = [line for line in lines if line.startswith(start)]
         if len(found) != 1:
             raise SystemExit(f"README.md: expected one line starting {start!r}, found {len(found)}")
-        argv = shlex.split(found[0])
-        if minutes is not None and "--minutes" in argv:
-            argv[argv.index("--minutes") + 1] = f"{minutes:g}"
-        commands.append(argv)
+        commands.append(shlex.split(found[0]))
     return commands
+
+
+def with_minutes(argv: list[str], minutes: float | None) -> list[str]:
+    """``argv`` with its ``--minutes`` budget replaced by ``minutes`` (when both are there)."""
+    if minutes is not None and "--minutes" in argv:
+        argv = [*argv]
+        argv[argv.index("--minutes") + 1] = f"{minutes:g}"
+    return argv
+
+
+def readme_commands(minutes: float | None) -> list[list[str]]:
+    """The README's train and sample lines for the diffusion example, as argv lists; ``minutes``
+    replaces the train line's budget."""
+    return [with_minutes(argv, minutes) for argv in readme_lines(README_LINES)]
 
 
 class Meter:

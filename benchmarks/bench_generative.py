@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_diffusion import readme_lines, with_minutes
 from torch import nn
 
 from graphcore.runtime.data import load_dataset
@@ -57,17 +58,8 @@ def _load() -> str:
 def readme_commands(dataset: str, seconds: float) -> list[list[str]]:
     """The README's train and sample lines for the diffusion MLP as argv lists, for ``dataset``
     (the README's name swapped), with the budget set to ``seconds``."""
-    lines = [line.split("#")[0].strip() for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()]
-    commands = []
-    for start in README_LINES:
-        found = [line for line in lines if line.startswith(start)]
-        if len(found) != 1:
-            raise SystemExit(f"README.md: expected one line starting {start!r}, found {len(found)}")
-        argv = [word.replace(README_DATASET, dataset) for word in shlex.split(found[0])]
-        if "--minutes" in argv:
-            argv[argv.index("--minutes") + 1] = f"{seconds / 60:g}"
-        commands.append(argv)
-    return commands
+    return [with_minutes([word.replace(README_DATASET, dataset) for word in argv], seconds / 60)
+            for argv in readme_lines(README_LINES)]
 
 
 def ours(work: Path, dataset: str, seconds: float) -> tuple[np.ndarray, int, dict]:

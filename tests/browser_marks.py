@@ -1,10 +1,12 @@
 """What every real-browser test needs: Debian's chromium + chromium-driver (or a skip that says
-how to install them), the slow mark, and Selenium kept offline."""
+how to install them), the slow mark, Selenium kept offline, and a wait for a condition."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -16,3 +18,13 @@ needs_chromium = pytest.mark.skipif(
     reason="needs chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
 BROWSER = [pytest.mark.slow, needs_chromium]
 """``pytestmark = BROWSER`` in a file of real-browser tests."""
+
+
+def wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for ``condition`` (a worker thread opens documents: the screen's 4 s can be short here)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met")

@@ -8,12 +8,10 @@ page drawing frames; the U-Net template lays out as a U, either way. Screenshots
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from browser_marks import BROWSER
+from browser_marks import BROWSER, wait
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver import ActionChains
 from selenium.webdriver.common.by import By
@@ -35,15 +33,6 @@ pytestmark = BROWSER
 NODES = ".vue-flow__node"
 WIDTH, HEIGHT = 1600, 1000
 COLLAPSED = {"x", "features", "avgpool", "classifier", "_142"}  # the ConvNeXt's top level
-
-
-def wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met")
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ with imported weights comes back quickly. Screenshots go to screenshots/ (NiceGU
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from browser_marks import BROWSER
+from browser_marks import BROWSER, wait
 from selenium.webdriver import ActionChains, ChromeOptions
 from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
@@ -34,16 +32,6 @@ SCREENSHOTS = Path("screenshots")
 def nicegui_chrome_options(nicegui_chrome_options: ChromeOptions) -> ChromeOptions:
     nicegui_chrome_options.add_argument(f"window-size={WIDTH},{HEIGHT}")
     return nicegui_chrome_options
-
-
-def wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Wait for ``condition`` (a worker thread opens documents: the screen's 4 s can be short here)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met")
 
 
 def node_count(screen) -> int:
