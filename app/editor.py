@@ -1052,7 +1052,7 @@ READERS: dict[str, Callable[[bytes, str], tuple[GraphDoc, dict | None]]] = {".js
 """How to read a file from the user's computer, by its suffix."""
 IN_DOCUMENT: dict[type[ops.EditOp], Callable[[Projection, Any], ops.EditOp]] = {
     ops.Move: lambda view, m: ops.Move(positions=view.document_positions(m.positions)),
-    ops.Remove: lambda view, m: ops.Remove(nodes=view.document_ids(m.nodes), edges=m.edges),
+    ops.Remove: lambda view, m: ops.Remove(nodes=view.document_ids(m.nodes), edges=view.document_edges(m.edges)),
     ops.Duplicate: lambda view, m: ops.Duplicate(ids=view.document_ids(m.ids)),
     ops.GroupRequest: lambda view, m: ops.GroupRequest(ids=view.document_ids(m.ids)),
 }

@@ -173,3 +173,15 @@ def test_drawn_ids_name_the_document_nodes_they_stand_for():
     assert stacked.document_ids(["a", "head"]) == ["a", "b", "c", "head"]
     opened = project(session, ViewState(expanded=frozenset({"a"}), unstacked=frozenset({"a"})))
     assert opened.document_ids(["a/", "a/lin", "b"]) == ["a", "b"]
+
+
+def test_drawn_edges_name_the_document_edges_they_stand_for():
+    session = three_blocks()
+    opened = project(session, ViewState(expanded=frozenset({"a"})), stacks=False)
+    # x feeds the module's input port, which the frame draws into two inner blocks: either is that edge
+    assert opened.document_edges(["x.out->a/lin.in"]) == ["x.out->a.in"]
+    assert opened.document_edges(["x.out->a/add.in1", "x.out->a/lin.in"]) == ["x.out->a.in"]
+    assert opened.document_edges(["a/add.out->b.in", "b.out->c.in"]) == ["a.out->b.in", "b.out->c.in"]
+    assert opened.document_edges(["a/lin.out->a/act.in"]) == []  # inside the frame: read-only here
+    delta = session.remove(edge_ids=opened.document_edges(["x.out->a/add.in1"]))
+    assert delta.edges_removed == ["x.out->a.in"] and not any(e.dst == "a" for e in session.doc.edges)

@@ -29,7 +29,7 @@ from blocks import ShapeError
 from graphcore.core.analysis import Analysis
 from graphcore.core.document import Edge, Node
 from graphcore.core.subgraphs import PREFIX, SubgraphParams, boundary
-from graphcore.editing.session import Delta, EditSession, node_view
+from graphcore.editing.session import Delta, EditSession, edge_key, node_view
 
 BLOCK = (233.0, 75.0)  # a block's size on the canvas, about: BlockNode's widest and a typical height
 PAD, HEADER = 24.0, 40.0  # a frame's margin around its blocks, and the height of its title bar
@@ -71,6 +71,7 @@ class Projection:
     offsets: dict[str, list[float]] = field(default_factory=dict)
     documents: dict[str, str] = field(default_factory=dict)  # top-level view id -> the node it draws
     stacks: dict[str, list[str]] = field(default_factory=dict)  # stack's view id -> members' view ids
+    edge_documents: dict[str, str] = field(default_factory=dict)  # a drawn edge of the level -> its edge's id
 
     def view(self, name: str) -> dict:
         """The whole view for the canvas (``EditSession.view``'s form)."""
@@ -86,6 +87,12 @@ class Projection:
                 moved[self.documents[vid]] = (x - dx, y - dy)
         return moved
 
+
+    def document_edges(self, view_ids: Iterable[str]) -> list[str]:
+        """The document edges that drawn edges stand for: an edge into an expanded module is drawn to
+        each inner block its port feeds, and deleting any of them deletes it; edges inside a frame
+        stand for none (its blocks are read-only here)."""
+        return list(dict.fromkeys(self.edge_documents[vid] for vid in view_ids if vid in self.edge_documents))
 
     def document_ids(self, view_ids: Iterable[str]) -> list[str]:
         """The document nodes that top-level view ids draw: a frame's node, every node of a stack (a
@@ -322,15 +329,18 @@ class _Level:
             source = self.source(e.src, e.src_port)
             for target in self.targets(e.dst, e.dst_port, source):
                 if source is not None and source[0] != PASS:
-                    self._edge(source, target)
+                    drawn = self._edge(source, target)
+                    if not self.inner:
+                        self.out.edge_documents[drawn] = edge_key(e)
 
-    def _edge(self, source: End, target: End) -> None:
+    def _edge(self, source: End, target: End) -> str:
         eid = f"{source[0]}.{source[1]}->{target[0]}.{target[1]}"
         edge = {"id": eid, "source": source[0], "sourceHandle": source[1], "target": target[0],
                 "targetHandle": target[1]}
         # Drawn over the frames its ends are in (Vue Flow draws edges under the blocks by default).
         depth = max(len(document_path(source[0])), len(document_path(target[0]))) - 1
         self.out.edges[eid] = {**edge, "zIndex": depth} if depth else edge
+        return eid
 
     def source(self, node_id: str, port: str) -> End | None:
         """The drawn end that output ``port`` of ``node_id`` comes out of."""
