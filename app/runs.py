@@ -99,6 +99,28 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return lines
 
 
+RECOMMENDED = ("dataset", "epochs", "minutes", "batch_size", "lr")
+"""What a document's ``meta.train`` may recommend to the Train panel."""
+PANEL_DEFAULTS = {"dataset": "digits", "batch_size": 64, "lr": None}
+"""What the Train panel shows where neither the task nor the document says otherwise."""
+
+
+def recommended(train: Any, task: str) -> dict[str, Any]:
+    """The Train panel settings a document recommends in ``meta.train`` (the diffusion MLP: points,
+    not digits, in big batches), as far as they make a valid ``TrainConfig`` for ``task``; nothing
+    when they do not (``meta`` is free-form: a hand-edited file may hold anything)."""
+    if not isinstance(train, dict):
+        return {}
+    settings = {key: train[key] for key in RECOMMENDED if key in train}
+    if not isinstance(settings.get("dataset", ""), str):
+        return {}
+    try:
+        TrainConfig(task=task, **settings)  # type: ignore[arg-type]
+    except (GraphError, TypeError, ValueError):
+        return {}
+    return settings
+
+
 class TrainPanel:
     """Start/Stop, status and progress on top; settings, a live loss/accuracy chart and the log
     below: all of it visible together in the drawer. It follows the server's latest training job,
@@ -110,6 +132,7 @@ class TrainPanel:
         self.seen = 0  # events of ``tracked`` shown so far
         self.total = 1
         self.waited: str | None = None  # how a Start waited for a stopping run, for the log
+        self.recommended: set[str] = set()  # the settings the open document recommended (``prepare``)
         with ui.row().classes("w-full items-center gap-2 no-wrap"):
             self.start_button = ui.button("Start", icon="play_arrow", on_click=self.start).props("dense") \
                 .mark("train-start")
@@ -123,16 +146,17 @@ class TrainPanel:
                 self.task = ui.select(list(TASKS), label="task", value="classify", on_change=self._task_chosen) \
                     .props("dense outlined").mark("train-task")
                 with ui.row().classes("gap-0 no-wrap items-center"):
-                    self.dataset = ui.input("dataset", value="digits").props("dense outlined").classes("flex-grow") \
-                        .mark("train-dataset").tooltip("digits; 2-D points: moons, circles, swissroll, gaussians8; "
+                    self.dataset = ui.input("dataset", value=PANEL_DEFAULTS["dataset"]).props("dense outlined") \
+                        .classes("flex-grow").mark("train-dataset") \
+                        .tooltip("digits; 2-D points: moons, circles, swissroll, gaussians8; "
                                  "a folder of class folders of images, or an .npz file")
                     ui.button(icon="upload", on_click=self._upload_dialog).props("flat dense round size=sm") \
                         .tooltip("upload an .npz dataset")
                 self.epochs = ui.number("epochs", value=TASK_DEFAULTS["classify"]["epochs"], min=1, precision=0) \
                     .props("dense outlined").mark("train-epochs").tooltip("blank: train until the minutes end")
                 self.minutes = ui.number("minutes", value=None, min=0).props("dense outlined").mark("train-minutes")
-                self.batch = ui.number("batch", value=64, min=1, precision=0).props("dense outlined") \
-                    .mark("train-batch")
+                self.batch = ui.number("batch", value=PANEL_DEFAULTS["batch_size"], min=1, precision=0) \
+                    .props("dense outlined").mark("train-batch")
                 self.lr = ui.number("lr (blank: default)", value=None, format="%.2g").props("dense outlined") \
                     .mark("train-lr")
                 self.device = ui.select(device_options(), label="device", value="auto").props("dense outlined") \
@@ -172,11 +196,23 @@ class TrainPanel:
                            init=str(init) if init is not None else None)
 
     def prepare(self) -> None:
-        """Called when a document is opened: guess the task it is made for; offer its runs' weights."""
+        """Called when a document is opened: guess the task it is made for, take the settings it
+        recommends (a template's ``meta.train``, see ``recommended``); offer its runs' weights."""
         try:
             self.task.value = guess_task(self.editor.session.doc, self.editor.session.analysis)
         except GraphError:
             pass
+        settings = recommended(self.editor.session.doc.meta.get("train"), self.task.value)
+        if "minutes" in settings and "epochs" not in settings:
+            settings["epochs"] = None  # a budget alone: train until it ends
+        fields = {"dataset": self.dataset, "epochs": self.epochs, "minutes": self.minutes,
+                  "batch_size": self.batch, "lr": self.lr}
+        task_defaults = TASK_DEFAULTS.get(self.task.value, {})
+        for key in self.recommended - settings.keys():  # what the last document recommended goes back
+            fields[key].value = task_defaults.get(key) if key in ("epochs", "minutes") else PANEL_DEFAULTS[key]
+        for key, value in settings.items():
+            fields[key].value = value
+        self.recommended = set(settings)
         self.refresh_choices()
 
     def _task_chosen(self, e: events.ValueChangeEventArguments) -> None:

@@ -317,6 +317,28 @@ async def test_training_can_start_from_a_runs_weights(user: User, workspace):
     assert first["loss"] < val_lines(earlier)[0]["loss"] + 0.5  # it went on from trained weights
 
 
+async def test_a_template_that_recommends_training_settings_fills_the_train_panel_with_them(user: User):
+    await open_editor(user)
+    editor = editor_of(user)
+    assert await editor.open_template("diffusion_mlp")
+    panel = editor.train_panel
+    assert panel.task.value == "diffusion"
+    assert (panel.dataset.value, panel.epochs.value, panel.minutes.value, panel.batch.value, panel.lr.value) == \
+        ("swissroll", None, 1, 1024, 0.01)  # its meta.train: points in big batches, not digits
+    assert await editor.open_template("unet_ddpm_small")  # recommends nothing: the task's own defaults
+    assert (panel.task.value, panel.dataset.value, panel.epochs.value, panel.minutes.value, panel.batch.value,
+            panel.lr.value) == ("diffusion", "digits", None, 3.0, 64, None)
+
+
+@pytest.mark.parametrize("train", [None, "fast", {"batch_size": 0}, {"lr": "high"}, {"dataset": 7},
+                                   {"minutes": -1}])
+def test_recommended_settings_that_are_not_valid_are_left_out(train):
+    from app.runs import recommended
+
+    assert recommended(train, "diffusion") == {}
+    assert recommended({"dataset": "moons", "shuffle": True}, "diffusion") == {"dataset": "moons"}
+
+
 @pytest.mark.slow
 async def test_sampling_a_diffusion_run_shows_a_live_grid_and_keeps_the_samples(user: User, workspace):
     from train_graphs import tiny_denoiser
