@@ -114,6 +114,8 @@ class NodeInfo:
 
     def diagnostics(self) -> list[Diagnostic]:
         """Every problem of this node: id, type, params, wiring, dtypes, shape and size."""
+        if not (self.problems or self.wiring or self.dtype_problems or self.shape_problem or self.size_problem):
+            return []  # most nodes: asked once per node an edit re-infers
         inferred = [p for p in (self.shape_problem, self.size_problem) if p]
         return [*self.problems, *self.wiring, *self.dtype_problems, *inferred]
 
