@@ -23,6 +23,7 @@ from test_app_user import SLOW, open_editor, select, tiny_onnx
 
 import graphcore as gc
 from app import drafts
+from app import editor as editor_module
 from app.drafts import DRAFT_KEY
 from app.editor import EDITORS, Editor
 from graphcore.core.diagnostics import GraphError
@@ -341,8 +342,8 @@ async def until(condition, what: str) -> None:
 async def test_a_big_graph_is_autosaved_once_the_edits_pause(user: User, monkeypatch):
     """Above QUICK_AUTOSAVE_NODES blocks, the autosave waits for a tick with no edit since the last
     one (or AUTOSAVE_WAIT), so that its JSON does not hold up the replies to edits coming in."""
-    monkeypatch.setattr("app.editor.QUICK_AUTOSAVE_NODES", 5)  # lenet5's 14 blocks count as big
-    monkeypatch.setattr("app.editor.AUTOSAVE_WAIT", 3600.0)
+    monkeypatch.setattr(editor_module, "QUICK_AUTOSAVE_NODES", 5)  # lenet5's 14 blocks count as big
+    monkeypatch.setattr(editor_module, "AUTOSAVE_WAIT", 3600.0)
     await open_editor(user)
     editor = editor_of(user)
     await autosaved(user)
