@@ -42,8 +42,10 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))  # the browser tests' page scripts
 
 from bench_editor import residual_chain  # noqa: E402
+from browser_marks import EMPTY_POINT  # noqa: E402
 
 from graphcore.core.document import save  # noqa: E402
 
@@ -131,14 +133,6 @@ const done = arguments[arguments.length - 1];
 {CANVAS}.fit();
 const zoom = () => window.__netcanvasFlow.viewport.value.zoom;
 setTimeout(() => {CANVAS}.panBenchmark(2000).then((result) => done({{...result, zoom: zoom()}})), 600);
-"""
-# A point of the empty pane inside the canvas (where a drag pans instead of moving a block), or null.
-EMPTY_POINT = """
-const box = document.querySelector('.vue-flow').getBoundingClientRect();
-for (let y = box.top + 40; y < box.bottom - 40; y += 17)
-  for (let x = box.right - 60; x > box.left + 60; x -= 23)
-    if (document.elementFromPoint(x, y)?.classList.contains('vue-flow__pane')) return [Math.round(x), Math.round(y)];
-return null;
 """
 COUNT_FRAMES = """
 window.__benchFrames = [];

@@ -1,5 +1,6 @@
 """What every real-browser test needs: Debian's chromium + chromium-driver (or a skip that says
-how to install them), the slow mark, Selenium kept offline, and a wait for a condition."""
+how to install them), the slow mark, Selenium kept offline, a wait for a condition, and the page
+scripts that the browser tests and benchmarks/bench_canvas.py share."""
 
 from __future__ import annotations
 
@@ -28,3 +29,13 @@ def wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met")
+
+
+# A point of the empty pane inside the canvas (where a drag pans instead of moving a block), or null.
+EMPTY_POINT = """
+const box = document.querySelector('.vue-flow').getBoundingClientRect();
+for (let y = box.top + 40; y < box.bottom - 40; y += 17)
+  for (let x = box.right - 60; x > box.left + 60; x -= 23)
+    if (document.elementFromPoint(x, y)?.classList.contains('vue-flow__pane')) return [Math.round(x), Math.round(y)];
+return null;
+"""

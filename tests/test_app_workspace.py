@@ -331,6 +331,16 @@ async def edit_f6(user: User) -> None:
     user.find("param-out_features").clear().type("50")
 
 
+async def edited_and_kept(user: User) -> Editor:
+    """A new tab on lenet5 with f6 edited, once its draft is written: the tab's editor."""
+    await open_editor(user)
+    editor = editor_of(user)
+    await edit_f6(user)
+    await autosaved(user)
+    await drafts.written(editor.draft_id)
+    return editor
+
+
 async def until(condition, what: str) -> None:
     for _ in range(SLOW):
         if condition():
@@ -357,11 +367,7 @@ async def test_a_big_graph_is_autosaved_once_the_edits_pause(user: User, monkeyp
 
 
 async def test_the_tab_draft_is_kept_in_the_workspace(user: User, workspace: Workspace):
-    await open_editor(user)
-    editor = editor_of(user)
-    await edit_f6(user)
-    await autosaved(user)
-    await drafts.written(editor.draft_id)
+    editor = await edited_and_kept(user)
     entry = workspace.load_draft(editor.draft_id)
     assert entry.unsaved and entry.name == "lenet5"
     assert loads(entry.payload["document"]).node("f6").params == {"out_features": 50}
@@ -417,11 +423,7 @@ async def test_the_graph_named_at_start_opens_when_no_closed_tab_left_changes(us
 
 
 async def test_a_damaged_draft_on_reload_starts_the_tab_afresh(user: User, workspace: Workspace):
-    await open_editor(user)
-    editor = editor_of(user)
-    await edit_f6(user)
-    await autosaved(user)
-    await drafts.written(editor.draft_id)
+    editor = await edited_and_kept(user)
     workspace.draft_path(editor.draft_id).write_text("{ torn")
     await open_editor(user)
     assert editor_of(user).session.doc.node("f6").params == {"out_features": 84}  # lenet5 as it comes

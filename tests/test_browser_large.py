@@ -6,7 +6,7 @@ the screenshots folder."""
 from __future__ import annotations
 
 import pytest
-from browser_marks import BROWSER
+from browser_marks import BROWSER, EMPTY_POINT
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 
@@ -20,13 +20,6 @@ NODES = ".vue-flow__node"
 BLOCKS = 428  # residual blocks: 7 * 428 + 7 = 3,003 blocks
 FLOW = "window.__netcanvasFlow"
 CANVAS = "getElement(document.querySelector('.nc-canvas'))"
-EMPTY_POINT = """
-const box = document.querySelector('.vue-flow').getBoundingClientRect();
-for (let y = box.top + 40; y < box.bottom - 40; y += 17)
-  for (let x = box.right - 60; x > box.left + 60; x -= 23)
-    if (document.elementFromPoint(x, y)?.classList.contains('vue-flow__pane')) return [Math.round(x), Math.round(y)];
-return null;
-"""
 
 
 @pytest.fixture
