@@ -115,8 +115,22 @@ def compact_graph(view: dict) -> dict:
 
 
 def compact_delta(delta: Delta) -> dict:
-    """A delta as the canvas gets it: its node views and patches and its new edges compact."""
-    return {**delta.to_dict(), "nodes": {nid: compact(view) for nid, view in delta.nodes.items()},
+    """A delta as the canvas gets it: its whole node views compact in ``nodes``, its patches (nodes only
+    re-analysed) in ``patches``, one per distinct result with the ids that share it (an edit at the top
+    of a big graph gives thousands of blocks the same new shape), and its new edges compact."""
+    nodes: dict[str, dict] = {}
+    patches: dict[tuple, dict] = {}
+    for nid, view in delta.nodes.items():
+        if "type" in view:
+            nodes[nid] = compact(view)
+            continue
+        shapes, problems = view["shapes"], view["problems"]  # a patch: node_results' fields and the id
+        key = (tuple(shapes.items()), repr(problems) if problems else "")
+        group = patches.get(key)
+        if group is None:
+            group = patches[key] = {**compact({"shapes": shapes, "problems": problems}), "ids": []}
+        group["ids"].append(nid)
+    return {**delta.to_dict(), "nodes": nodes, "patches": list(patches.values()),
             "edges_added": [compact_edge(edge) for edge in delta.edges_added]}
 
 

@@ -3,7 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from graphcore.core import limits
 from graphcore.core.analysis import Analysis
+from graphcore.core.limits import Limits
 from graphcore.core.synthetic import residual_tower
 
 
@@ -74,4 +76,23 @@ def test_rebuild_reports_the_nodes_touched_by_a_structural_edit():
     analysis.doc.edges = [e for e in analysis.doc.edges if not (e.dst == "b1_add" and e.dst_port == "in1")]
     changed = analysis.rebuild()
     assert "b1_add" in changed and "head" in changed and "b0_conv1" not in changed
+    same_as_fresh(analysis)
+
+
+def test_repeated_layers_take_known_results_and_still_report_their_own_problems(monkeypatch):
+    analysis = Analysis(residual_tower(6))
+    inferred = []
+    spec_class = type(analysis.nodes["b0_conv1"].spec)
+    infer = spec_class.infer
+    monkeypatch.setattr(spec_class, "infer", lambda spec, *args: inferred.append(spec.type) or infer(spec, *args))
+    analysis.doc.node("x").params["shape"] = [3, 16, 16]
+    analysis.update_node("x")  # every block gets new input shapes; a repeated one is inferred once
+    assert len(inferred) < len(analysis.nodes) // 3
+    same_as_fresh(analysis)
+    # A cap lowered after results were kept: back at 32x32, every conv is over it and named, not only the first.
+    monkeypatch.setattr(limits, "LIMITS", Limits(max_tensor_elements=1000))
+    analysis.doc.node("x").params["shape"] = [3, 32, 32]
+    analysis.update_node("x")
+    assert {d.node_id for d in analysis.diagnostics if "more than the 1,000" in d.message} == {
+        f"b{i}_conv{j}" for i in range(6) for j in (1, 2)}
     same_as_fresh(analysis)

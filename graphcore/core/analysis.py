@@ -111,6 +111,7 @@ class NodeInfo:
     dtypes: dict[str, Dtype] | None = None  # dtype leaving each output port
     weights: Weights | None = None  # its parameters and buffers, once its shapes are known
     size_problem: Diagnostic | None = None  # weights too large to make
+    signature: tuple | None = None  # type and params, hashable: what its results depend on besides its inputs
 
     def diagnostics(self) -> list[Diagnostic]:
         """Every problem of this node: id, type, params, wiring, dtypes, shape and size."""
@@ -337,6 +338,8 @@ class Analysis:
             return
         assert info.spec is not None, "params are checked against a spec"
         edges = self.in_edges[node_id]
+        if node_id not in self.input_shapes and self._infer_known(info, edges):
+            return  # known results imply that its required ports are connected: they were then
         if any(not p.optional and p.name not in edges for p in info.input_ports):
             return
         self._infer_dtypes(node_id, info)
@@ -358,6 +361,47 @@ class Analysis:
                                        f"{type(exc).__name__}: {exc}", hint="please report this graph")
         else:
             self._weigh(node_id, info)
+            self._remember(info)
+
+    def _infer_known(self, info: NodeInfo, edges: dict[str, tuple[str, str]]) -> bool:
+        """Take the results of a node inferred before with the same type, params, input shapes and
+        dtypes, and no problem (``_remember``). An edit upstream re-infers every node after it, and
+        a network repeats a few kinds of layer: most of them are answered here."""
+        shapes, dtypes = [], []
+        for port, (src, src_port) in edges.items():  # _arriving, both at once: this runs per node per edit
+            upstream = self.nodes[src]
+            if upstream.outputs is None or upstream.dtypes is None:
+                return False
+            shapes.append((port, upstream.outputs[src_port]))
+            dtypes.append((port, upstream.dtypes[src_port]))
+        known = self.library.inferred.get((self._signature(info), tuple(shapes), tuple(dtypes)))
+        if known is None or known[2].largest[0] > limits.LIMITS.max_tensor_elements:
+            return False
+        info.inputs = dict(shapes)
+        info.outputs, info.dtypes, info.weights = known
+        return True
+
+    def _remember(self, info: NodeInfo) -> None:
+        """Keep a node's results for ``_infer_known`` when it has no problem (problems name their node)."""
+        if info.weights is None or info.dtype_problems or info.dtypes is None or info.outputs is None:
+            return
+        assert info.inputs is not None, "inferred nodes only"
+        dtypes = self.dtypes_arriving(info.node.id)
+        if dtypes is None:
+            return
+        memo = self.library.inferred
+        if len(memo) >= _INFERRED_KEPT:
+            memo.clear()
+        memo[(self._signature(info), tuple(info.inputs.items()), tuple(dtypes.items()))] = (
+            info.outputs, info.dtypes, info.weights)
+
+    @staticmethod
+    def _signature(info: NodeInfo) -> tuple:
+        """The node's type and params as a hashable key, made once per checked node."""
+        if info.signature is None:
+            assert info.spec is not None and info.params is not None, "checked nodes only"
+            info.signature = limits.signature(info.spec, info.params)
+        return info.signature
 
     def _weigh(self, node_id: str, info: NodeInfo) -> None:
         """Size the node's weights without allocating them; an error for a tensor over the budget."""
@@ -568,6 +612,7 @@ def gc_paused():
             gc.enable()
 
 
+_INFERRED_KEPT = 8192  # node signatures remembered per library; a graph repeats a few kinds of layer
 _SMALLER = "make it smaller: fewer channels, features or embeddings"
 
 

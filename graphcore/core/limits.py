@@ -61,6 +61,16 @@ _MEASURED_KEPT = 4096  # signatures remembered; a graph repeats the same few blo
 _NO_WEIGHTS = Weights()
 
 
+def signature(spec: BlockSpec[Any], params: Params) -> tuple:
+    """A block's type and params as a hashable key."""
+    key: tuple = (spec.type, tuple(params.__dict__.values()))
+    try:
+        hash(key)
+    except TypeError:  # a list value (kernel sizes, a shape) cannot be hashed: the params' JSON stands in
+        key = (spec.type, params.model_dump_json())
+    return key
+
+
 def measure(spec: BlockSpec[Any], params: Params, inputs: Mapping[str, Shape]) -> Weights:
     """The weights ``spec`` builds for these params and input shapes, counted on the meta device.
 
@@ -69,13 +79,8 @@ def measure(spec: BlockSpec[Any], params: Params, inputs: Mapping[str, Shape]) -
     """
     if spec.build is None:
         return _NO_WEIGHTS
-    shapes = tuple(inputs.items())  # ports in edge order: at worst, a miss
-    try:
-        key: tuple = (spec.type, tuple(params.__dict__.values()), shapes)
-        found = _MEASURED.get(key)
-    except TypeError:  # a list value (kernel sizes, a shape) cannot be hashed: the params' JSON stands in
-        key = (spec.type, params.model_dump_json(), shapes)
-        found = _MEASURED.get(key)
+    key = (signature(spec, params), tuple(inputs.items()))  # ports in edge order: at worst, a miss
+    found = _MEASURED.get(key)
     if found is None:
         if len(_MEASURED) >= _MEASURED_KEPT:
             _MEASURED.clear()

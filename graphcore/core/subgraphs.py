@@ -111,6 +111,9 @@ class Library:
         self.subgraphs = subgraphs or {}
         self.outer = outer  # the subgraphs an editor has opened around this level: not usable here
         self._resolved: dict[str, Subgraph | None] = {}
+        # A node's results by (type and params, input shapes, input dtypes), for nodes without
+        # problems (see ``Analysis._infer_known``); kept per library, since subgraph types change with it.
+        self.inferred: dict[tuple, tuple] = {}
 
     @functools.cached_property
     def structure(self) -> Structure:

@@ -151,11 +151,14 @@ class EditSession:
         self._faces[node_id] = _Face(info.node, dict(info.node.params), info.input_ports, info.output_ports, face)
         return face, False
 
-    def _changed_view(self, node_id: str, touched: bool) -> dict:
+    def _changed_view(self, node_id: str, touched: bool, structural: bool) -> dict:
         """An edited or added node's whole view; a node only re-analysed, whose face is the one last
-        drawn, gets a patch of its analysis results alone (``Delta.nodes``)."""
-        face, same = self._face(node_id)
+        drawn, gets a patch of its analysis results alone (``Delta.nodes``). Only a structural edit
+        (a subgraph type replaced) can change the face of a node it did not touch."""
         results = node_results(self.analysis, node_id)
+        if not touched and not structural:
+            return {"id": node_id, **results}
+        face, same = self._face(node_id)
         if same and not touched:
             return {"id": node_id, **results}
         return {**face, **results, "position": self.positions.get(node_id, [0, 0])}
@@ -447,7 +450,7 @@ class EditSession:
                 changed |= self.analysis.update_node(node_id)
         for node_id in changed | touched:
             if node_id in self.analysis.nodes:
-                delta.nodes[node_id] = self._changed_view(node_id, node_id in touched)
+                delta.nodes[node_id] = self._changed_view(node_id, node_id in touched, structural)
         delta.removed = [nid for nid in dict.fromkeys(delta.removed) if nid not in self.analysis.nodes]
         self.revision += 1
         if self.parent is not None and any(op[0] != "move" for op in ops):

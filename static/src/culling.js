@@ -64,7 +64,16 @@ export function useCulling(flow) {
     const w = area.value;
     return w ? rawNodes().filter((n) => !n.hidden && (n.dragging || inArea(n, w))) : [];
   });
-  const overview = computed(() => candidates.value.length > NODE_BUDGET);
+  // Leaving the overview mounts hundreds of blocks at once: in the middle of a pan or zoom (a fitted graph
+  // dragged partly out of view) it would stall frames, so it waits for the gesture's end.
+  const moving = ref(false);
+  flow.onMoveStart(() => (moving.value = true));
+  flow.onMoveEnd(() => (moving.value = false));
+  const overview = ref(false);
+  watch([() => candidates.value.length, moving], ([count, isMoving]) => {
+    if (count > NODE_BUDGET) overview.value = true;
+    else if (!isMoving) overview.value = false;
+  }, { immediate: true });
   const nodes = computed(() => (overview.value ? [] : candidates.value));
   // An edge is drawn where the box around its two blocks meets the window: one whose ends are both
   // out of view can still cross it.
