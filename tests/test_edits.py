@@ -104,6 +104,20 @@ def test_the_canvas_gets_each_face_once_and_no_defaults():
                                                       f"{ends['target']}.{ends['targetHandle']}", **ends}
 
 
+def test_the_canvas_gets_each_distinct_patch_once_with_the_ids_it_applies_to():
+    from app.canvas import compact_delta
+
+    session = EditSession(residual_tower(20))
+    session.view()
+    delta = session.set_params("x", {"shape": [3, 16, 16]})  # every block after it: new shapes
+    sent = compact_delta(delta)
+    assert set(sent["nodes"]) == {"x"}  # the edited block: its whole view
+    assert len(sent["patches"]) < 10 < len(delta.nodes)
+    unpacked = {nid: {"id": nid, "problems": [], **{k: v for k, v in patch.items() if k != "ids"}}
+                for patch in sent["patches"] for nid in patch["ids"]}
+    assert unpacked == {nid: view for nid, view in delta.nodes.items() if nid != "x"}
+
+
 def test_bad_param_value_is_kept_and_reported_on_the_node(session):
     delta = session.set_params("c1", {"out_channels": 0, "kernel_size": 5, "padding": 2})
     problems = delta.nodes["c1"]["problems"]
