@@ -36,7 +36,7 @@ import blocks
 from blocks import BlockSpec, Dtype, Params, Port, Shape, ShapeError
 from blocks.spec import PortDtype
 from graphcore.core import limits
-from graphcore.core.diagnostics import errors
+from graphcore.core.diagnostics import GraphError, errors
 from graphcore.core.document import GraphDoc, Node
 from graphcore.core.limits import Weights
 
@@ -66,6 +66,26 @@ def repeat_of(node: Node) -> int:
         return SubgraphParams.model_validate(node.params).repeat
     except ValidationError:
         return 1
+
+
+def standalone(doc: GraphDoc, name: str) -> GraphDoc:
+    """Subgraph ``name`` of ``doc`` as a document of its own, carrying the subgraphs it uses (directly
+    or through others): it validates, compiles, summarises and exports like any graph, its inputs
+    taking the shapes that its input nodes declare. How a network of a multi-network file (MuZero's
+    dynamics, a GAN's generator) is compiled alone."""
+    if name not in doc.subgraphs:
+        raise GraphError(f"graph {doc.name!r} has no subgraph named {name!r} "
+                         f"(subgraphs: {', '.join(doc.subgraphs) or 'none'})")
+    used: set[str] = set()
+    todo = [name]
+    while todo:  # a loop, not recursion: the nesting is the user's
+        for node in doc.subgraphs[todo.pop()].nodes:
+            inner = node.type.removeprefix(PREFIX)
+            if node.type.startswith(PREFIX) and inner in doc.subgraphs and inner not in used:
+                used.add(inner)
+                todo.append(inner)
+    library = {k: v.model_copy(deep=True) for k, v in doc.subgraphs.items() if k in used and k != name}
+    return doc.subgraphs[name].model_copy(update={"name": name, "subgraphs": library}, deep=True)
 
 
 @dataclass(frozen=True)
