@@ -1,6 +1,6 @@
 """The editor in a real headless Chromium: page load, edit round trip on screen, panning fps.
 
-    SE_OFFLINE=true .venv/bin/python benchmarks/bench_canvas.py [--repeat 20] [--only load|edit|pan|sizes] [--map]
+    SE_OFFLINE=true .venv/bin/python benchmarks/bench_canvas.py [--repeat 20] [--only load|edit|pan|sizes|swin] [--map]
         [--sizes 500,1000,2000] [--cap 60]
 
 Starts ``app/main.py`` on a free port (once per graph), drives Debian's chromium through
@@ -17,7 +17,9 @@ Selenium and prints:
   ``--cap`` seconds, printed as "> N s"), panning at zoom 1.0 and at "fit" by the programmatic loop and by
   dragging the pane with real pointer events (W3C actions; frames counted with requestAnimationFrame in
   the page), and edit -> shapes on screen (goals at 5,000 nodes: usable < 3 s, pan >= 50 fps, edit
-  < 100 ms; at 10,000: usable < 6 s, pan >= 30 fps).
+  < 100 ms; at 10,000: usable < 6 s, pan >= 30 fps);
+- an imported swin_t (``tests/onnx_zoo.py``'s at torchvision's full size, 6,000-odd ONNX nodes): the import,
+  and navigation -> usable with the graph collapsed by module (goal < 2 s).
 Headless Chromium renders in software; a desktop browser with a GPU does better.
 """
 
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +301,43 @@ def measure_size(driver: webdriver.Chrome, folder: Path, n: int, cap: float) -> 
         process.terminate()
 
 
+def measure_swin(driver: webdriver.Chrome, folder: Path, cap: float) -> None:
+    """An imported swin_t (torchvision's at full size, exported to ONNX by torch's TorchScript exporter):
+    its ONNX nodes, the import, and navigation -> usable with the graph collapsed by module."""
+    import onnx
+    import torch
+    from onnx_zoo import SWIN_T
+
+    import blocks
+    import graphcore as gc
+
+    build, shape = SWIN_T
+    path = folder / "swin_t.onnx"
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter says that it is the legacy one
+        torch.onnx.export(build().eval(), (torch.randn(1, *shape),), str(path), input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
+    onnx_nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
+    start = time.perf_counter()
+    doc, _ = gc.from_onnx(path)
+    seconds = time.perf_counter() - start
+    print(f"swin_t: {onnx_nodes:,} ONNX nodes imported in {seconds:.2f} s as {len(doc.nodes)} blocks "
+          f"and {len(doc.subgraphs)} subgraph types", flush=True)
+    save(doc, folder / "swin_t.json")
+    want = {"nodes": len(doc.nodes), "sections": len({spec.category for spec in blocks.all_specs()}),
+            "move": doc.nodes[-1].id}
+    process, url = serve(str(folder / "swin_t.json"))
+    try:
+        loads = usable_loads(driver, url, want, cap)
+        done = [t for t in loads if t is not None]
+        usable = f"median {statistics.median(done):8.0f} ms" if len(done) == len(loads) else f"> {cap:.0f} s"
+        print(f"  swin_t collapsed by module: usable {usable}   (n={len(loads)}, load {os.getloadavg()[0]:.1f}; "
+              "goal < 2 s)", flush=True)
+    finally:
+        process.terminate()
+
+
 class _Skip(Exception):
     """A measurement left out with --only."""
 
@@ -305,12 +345,12 @@ class _Skip(Exception):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--only", choices=("load", "edit", "pan", "sizes"), help="run one of the measurements")
+    parser.add_argument("--only", choices=("load", "edit", "pan", "sizes", "swin"), help="run one of the measurements")
     parser.add_argument("--map", action="store_true", help="pan the 500 nodes with the minimap shown (else hidden)")
     parser.add_argument("--sizes", default="500,1000,2000", help="graph sizes for the large-graph figures")
     parser.add_argument("--cap", type=float, default=60, help="seconds to wait for a page or a figure at most")
     args = parser.parse_args()
-    wanted = {args.only} if args.only else {"load", "edit", "pan", "sizes"}
+    wanted = {args.only} if args.only else {"load", "edit", "pan", "sizes", "swin"}
     os.environ.setdefault("SE_OFFLINE", "true")
     folder = Path(tempfile.mkdtemp(prefix="netcanvas-bench-"))
     save(residual_chain(300), folder / "chain300.json")
@@ -377,6 +417,8 @@ def main() -> None:
             print(f"flat graphs; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
             for n in (int(size) for size in args.sizes.split(",")):
                 measure_size(driver, folder, n, args.cap)
+        if "swin" in wanted:
+            measure_swin(driver, folder, args.cap)
     finally:
         driver.quit()
 

@@ -544,13 +544,13 @@ class ShiftedWindowAttention(nn.Module):
 
 
 class SwinTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, window_size: int, shift_size: int):
+    def __init__(self, dim: int, heads: int, window_size: int, shift_size: int, mlp_ratio: int = 2):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = ShiftedWindowAttention(dim, window_size, shift_size, heads)
         self.stochastic_depth = StochasticDepth(0.0)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = MLPBlock(dim, 2 * dim)
+        self.mlp = MLPBlock(dim, mlp_ratio * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.stochastic_depth(self.attn(self.norm1(x)))
@@ -574,19 +574,23 @@ class SwinTransformer(nn.Module):
     """torchvision.models.SwinTransformer's structure: patch embedding (conv, permute, norm),
     window and shifted-window blocks, patch merging, norm, pool, head."""
 
-    def __init__(self, num_classes: int = 10, dim: int = 16, window_size: int = 4):
+    def __init__(self, num_classes: int = 10, dim: int = 16, window_size: int = 4,
+                 depths: tuple[int, ...] = (2, 1), heads: tuple[int, ...] = (2, 4), mlp_ratio: int = 2):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Sequential(nn.Conv2d(3, dim, 4, 4), Permute([0, 2, 3, 1]), nn.LayerNorm(dim)),
-            nn.Sequential(SwinTransformerBlock(dim, 2, window_size, 0),
-                          SwinTransformerBlock(dim, 2, window_size, window_size // 2)),
-            PatchMerging(dim),
-            nn.Sequential(SwinTransformerBlock(2 * dim, 4, window_size, 0)))
-        self.norm = nn.LayerNorm(2 * dim)
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, dim, 4, 4), Permute([0, 2, 3, 1]), nn.LayerNorm(dim))]
+        for stage, (depth, stage_heads) in enumerate(zip(depths, heads, strict=True)):
+            if stage:
+                layers.append(PatchMerging(dim))
+                dim *= 2
+            layers.append(nn.Sequential(*(SwinTransformerBlock(dim, stage_heads, window_size, i % 2 * window_size // 2,
+                                                               mlp_ratio)
+                                          for i in range(depth))))
+        self.features = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(dim)
         self.permute = Permute([0, 3, 1, 2])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        self.head = nn.Linear(2 * dim, num_classes)
+        self.head = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.permute(self.norm(self.features(x)))
@@ -606,6 +610,10 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "swin": (SwinTransformer, (3, 64, 64)),
 }
 EXPORTERS = ("legacy", "dynamo")
+# torchvision's swin_t at full size (28 M parameters, 224 x 224): what benchmarks/bench_canvas.py opens.
+SWIN_T = (partial(SwinTransformer, num_classes=1000, dim=96, window_size=7, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24),
+                  mlp_ratio=4),
+          (3, 224, 224))
 
 
 def build(name: str, seed: int = 0) -> nn.Module:
