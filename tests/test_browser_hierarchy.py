@@ -194,6 +194,11 @@ def test_a_1000_node_layout_runs_in_a_worker_while_the_page_keeps_drawing(tmp_pa
     assert max(gaps) < (ended - started) / 4 and len(ticks) >= (ended - started) / 100
     moved = editor.session.positions
     assert len({tuple(p) for p in moved.values()}) == 1001  # every block has a place of its own
+    before = editor.session.revision
+    menu(screen, "Auto-layout", "All blocks, top down")
+    wait(lambda: editor.session.revision > before, timeout=60)
+    # Most blocks are culled, never drawn: their estimated handles turned with the layout too.
+    assert screen.selenium.execute_script(HANDLE_SIDES) == [["top"], ["bottom"]]
 
 
 def test_the_unet_template_lays_out_as_a_u_with_its_skips_straight_across(screen, monkeypatch):
@@ -217,3 +222,12 @@ def test_the_unet_template_lays_out_as_a_u_with_its_skips_straight_across(screen
             nearest = min(range(3), key=lambda j: abs(at[f"down{j}"] - at[f"up{k}"]))
             assert nearest == k and along[f"down{k}"] < along[f"up{k}"]
     assert editor.session.doc.ui["layout"] == {"direction": "DOWN"}  # the document keeps the choice
+    assert screen.selenium.execute_script(HANDLE_SIDES) == [["top"], ["bottom"]]  # measured again, turned
+
+
+# The sides the blocks' input and output handles are on, as Vue Flow holds them (edges end there).
+HANDLE_SIDES = """
+const sides = (type) => [...new Set(window.__netcanvasFlow.nodes.value.filter((n) => n.type === 'block')
+  .flatMap((n) => (n.handleBounds?.[type] || []).map((h) => h.position)))].sort();
+return [sides('target'), sides('source')];
+"""

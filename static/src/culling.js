@@ -126,15 +126,18 @@ export function estimatedSize(view) {
   return { width, height };
 }
 
-// Where its handles are before a block is drawn (Vue Flow measures them when it is): inputs on the left,
-// outputs on the right, spread as BlockNode spreads them.
+// Where its handles are before a block is drawn (Vue Flow measures them when it is): inputs on the left
+// and outputs on the right, or on top and at the bottom in a top-down layout (`down`), spread as
+// BlockNode spreads them.
 const HANDLE = 9;
-export function estimatedHandles(view, { width, height }) {
-  const spread = (ports, type, position, x) =>
-    ports.map((id, i) => ({ id, type, nodeId: view.id, position, x, y: ((i + 1) * height) / (ports.length + 1) - HANDLE / 2,
-      width: HANDLE, height: HANDLE }));
-  return {
-    target: spread(view.inputs || [], "target", "left", -HANDLE / 2),
-    source: spread(view.outputs || [], "source", "right", width - HANDLE / 2),
-  };
+export function estimatedHandles(view, { width, height }, down = false) {
+  const spread = (ports, type, side) =>
+    ports.map((id, i) => {
+      const along = ((i + 1) * (down ? width : height)) / (ports.length + 1) - HANDLE / 2;
+      const across = (side === "target" ? 0 : down ? height : width) - HANDLE / 2;
+      const position = down ? (side === "target" ? "top" : "bottom") : side === "target" ? "left" : "right";
+      return { id, type, nodeId: view.id, position, x: down ? along : across, y: down ? across : along,
+        width: HANDLE, height: HANDLE };
+    });
+  return { target: spread(view.inputs || [], "target", "target"), source: spread(view.outputs || [], "source", "source") };
 }
