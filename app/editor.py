@@ -119,7 +119,9 @@ class Editor:
             ops.Expand: lambda request: self.toggle_module("expand", request.id),
             ops.Collapse: lambda request: self.toggle_module("collapse", request.id),
             ops.RenameRequest: lambda request: self.rename_dialog(request.id),
+            ops.Part: self._on_part,
         }
+        self.parts = ops.Parts()
         EDITORS[self.client.id] = self
         self._build()
         self._show_name(bool(draft and draft.unsaved))
@@ -270,10 +272,24 @@ class Editor:
             log.warning("refused a message from the canvas: %s", exc)
             ui.notify(f"Edit refused: {exc}", type="negative")
             return
+        self._take(message)
+
+    def _take(self, message: ops.EditOp) -> None:
+        """A whole message: made on the drawn view, translated to the document's ids; then answered or applied."""
         translate = IN_DOCUMENT.get(type(message))
         if translate is not None and self.projection is not None:  # made on the drawn view: frames, stacks
             message = translate(self.projection, message)
         self.answers.get(type(message), self.edit)(message)
+
+    def _on_part(self, part: ops.Part) -> None:
+        """A part of a message too long for one websocket message: the message once all are in."""
+        try:
+            message = self.parts.add(part)
+        except EditError as exc:
+            ui.notify(f"Edit refused: {exc}", type="warning")
+            return
+        if message is not None:
+            self._take(message)
 
     def edit(self, edit: ops.SessionEdit) -> Delta | None:
         """Make an edit on the canvas's session and show it; None when the session refused it."""

@@ -6,11 +6,13 @@ the screenshots folder."""
 from __future__ import annotations
 
 import pytest
-from browser_marks import BROWSER, EMPTY_POINT
+from browser_marks import BROWSER, EMPTY_POINT, wait
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 import app.main  # noqa: F401  (imported here, so that the server thread that runs it starts in time)
+from app.editor import EDITORS
 from graphcore.core.document import save
 from graphcore.core.synthetic import residual_tower
 
@@ -113,3 +115,27 @@ def test_zoomed_out_the_overview_draws_every_block_on_a_canvas(big):
     screen.wait_for(lambda: "b200_add" in drawn(screen))
     assert not screen.selenium.find_elements(By.CSS_SELECTOR, ".nc-overview")
     assert any(ch.isdigit() for ch in shapes(screen, "b200_add"))
+
+
+def test_a_paste_longer_than_one_websocket_message_arrives_whole(big):
+    """NiceGUI drops a message from the browser over 1 MB; the canvas sends a longer one in parts."""
+    screen = big
+    session = list(EDITORS.values())[-1].session
+    edges = len(session.doc.edges)
+    canvas = screen.selenium.find_element(By.CSS_SELECTOR, ".nc-canvas")
+    canvas.send_keys(Keys.CONTROL, "a")
+    canvas.send_keys(Keys.CONTROL, "c")
+    # The 3,003 blocks copied are about 0.7 MB of JSON; labels such as users give blocks make it 1.7 MB.
+    length = screen.selenium.execute_script("""
+      const clip = JSON.parse(localStorage.getItem('netcanvas-clipboard'));
+      clip.nodes.forEach((n, i) => { n.label = `block ${i}: ` + 'what this block is for, in words. '.repeat(10); });
+      const text = JSON.stringify(clip);
+      localStorage.setItem('netcanvas-clipboard', text);
+      return text.length;""")
+    assert length > 1_000_000
+    canvas.send_keys(Keys.CONTROL, "v")
+    wait(lambda: len(session.doc.nodes) == 2 * 3003, 60)
+    assert all(n.label and n.label.startswith("block ") for n in session.doc.nodes[3003:])
+    assert len(session.doc.edges) == 2 * edges
+    assert screen.selenium.execute_script("return document.getElementById('too_long_message_popup').ariaHidden") in (
+        "true", True)

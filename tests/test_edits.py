@@ -3,6 +3,7 @@ exactly, and returns only what the canvas must redraw."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -341,6 +342,7 @@ EXAMPLES = {
     "expand": {"op": "expand", "id": "features"},
     "collapse": {"op": "collapse", "id": "features/"},
     "rename_request": {"op": "rename_request", "id": "c1"},
+    "part": {"op": "part", "index": 0, "count": 2, "text": '{"op": "un'},
 }
 
 
@@ -418,3 +420,39 @@ def test_the_canvas_names_exactly_the_ops_of_the_schema():
         assert not re.search(r"\bop: [\"'`]", source), f"{path.name} spells an op name: use OPS from editOps.js"
         assert set(re.findall(r"\bOPS\.(\w+)", source)) <= set(names), f"{path.name} uses an op that OPS lacks"
     assert "OPS.ADD" in (STATIC_SRC / "FlowCanvas.vue").read_text()  # the canvas does use the table
+
+
+def split(payload: dict, size: int) -> list[ops.Part]:
+    """The parts the canvas sends for a message longer than ``size`` characters of JSON."""
+    text = json.dumps(payload)
+    texts = [text[i:i + size] for i in range(0, len(text), size)]
+    return [ops.Part(index=i, count=len(texts), text=t) for i, t in enumerate(texts)]
+
+
+def test_a_long_message_sent_in_parts_is_joined_into_the_message():
+    paste = {"op": "paste", "nodes": [{"id": f"r{i}", "type": "relu", "label": "ü" * 50} for i in range(200)]}
+    parts = split(paste, 3000)
+    assert len(parts) > 10
+    joined = ops.Parts()
+    assert [joined.add(part) for part in parts[:-1]] == [None] * (len(parts) - 1)
+    assert joined.add(parts[-1]) == ops.parse_edit(paste)
+    assert [joined.add(part) for part in parts][-1] == ops.parse_edit(paste)  # the next one starts afresh
+
+
+def test_parts_out_of_order_or_not_a_message_are_refused_in_one_line():
+    parts = split({"op": "remove", "nodes": ["a" * 100]}, 40)
+    joined = ops.Parts()
+    joined.add(parts[0])
+    with pytest.raises(EditError, match="part 3 of 4 of a long message came out of order"):
+        joined.add(parts[2])
+    with pytest.raises(EditError, match="came out of order"):
+        joined.add(parts[1])  # the parts so far were dropped
+    joined.add(ops.Part(index=0, count=2, text='{"op": "re'))
+    with pytest.raises(EditError, match="not JSON when joined"):
+        joined.add(ops.Part(index=1, count=2, text='move"'))
+    nested = split({"op": "part", "index": 0, "count": 2, "text": "x" * 50}, 30)
+    with pytest.raises(EditError, match="another split message"):
+        for part in nested:
+            joined.add(part)
+    with pytest.raises(EditError, match="count"):
+        ops.parse_edit({"op": "part", "index": 0, "count": ops.MAX_PARTS + 1, "text": ""})

@@ -16,6 +16,7 @@ static/src/editOps.js; tests/test_edits.py keeps that table equal to ``OPS``.
 from __future__ import annotations
 
 import functools
+import json
 import operator
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -249,6 +250,51 @@ class RenameRequest(Request):
 
     op: Literal["rename_request"] = "rename_request"
     id: str
+
+
+MAX_PARTS = 64
+"""Parts a split message may have: 25 MB of JSON at the canvas's 400,000 characters a part."""
+
+
+@edit_op
+class Part(Request):
+    """One part of a message too long to send at once (NiceGUI drops a websocket message over 1 MB,
+    a paste of thousands of blocks is longer): the canvas splits the message's JSON text into parts
+    sent in order, and ``Parts`` joins them into the message."""
+
+    op: Literal["part"] = "part"
+    index: int = Field(ge=0)
+    count: int = Field(ge=2, le=MAX_PARTS)
+    text: str
+
+
+class Parts:
+    """Joins the parts of one split message at a time, as they arrive in order."""
+
+    def __init__(self) -> None:
+        self._texts: list[str] = []
+        self._count = 0
+
+    def add(self, part: Part) -> EditOp | None:
+        """Take the next part; the whole message once its last part is in (else None). ``EditError``
+        for a part out of order (the parts so far are dropped) or a whole that is not a message."""
+        if part.index == 0:
+            self._texts, self._count = [], part.count
+        if part.index != len(self._texts) or part.count != self._count or part.index >= part.count:
+            self._texts = []
+            raise EditError(f"part {part.index + 1} of {part.count} of a long message came out of order; "
+                            "it was dropped: do it again")
+        self._texts.append(part.text)
+        if len(self._texts) < self._count:
+            return None
+        text, self._texts = "".join(self._texts), []
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            raise EditError(f"a long message's {self._count} parts are not JSON when joined") from None
+        if isinstance(payload, dict) and payload.get("op") == Part.model_fields["op"].default:
+            raise EditError("a long message's parts hold another split message")
+        return parse_edit(payload)
 
 
 # ------------------------------------------------------------------ parsing

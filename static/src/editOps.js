@@ -20,7 +20,9 @@ export const OPS = Object.freeze({
   EXPAND: "expand",
   COLLAPSE: "collapse",
   RENAME_REQUEST: "rename_request",
+  // A part of a message too long to send at once (FlowCanvas's sendEdit splits it; Python joins it).
+  PART: "part",
 });
 
 // The requests among them: their answer is a dialog or a new view, not an edit's delta to wait for.
-export const REQUESTS = new Set([OPS.GROUP, OPS.OPEN, OPS.EXPAND, OPS.COLLAPSE, OPS.RENAME_REQUEST]);
+export const REQUESTS = new Set([OPS.GROUP, OPS.OPEN, OPS.EXPAND, OPS.COLLAPSE, OPS.RENAME_REQUEST, OPS.PART]);
