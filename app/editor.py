@@ -365,6 +365,10 @@ class Editor:
         """Show an edit on the canvas: as it is where the level draws as it is, else as the change
         between what was drawn and what is drawn now."""
         before = self.projection
+        followed = expand.follow(before, delta) if before is not None else None
+        if followed is not None:
+            self.canvas.apply(followed)
+            return
         if before is None:
             self.canvas.apply(delta)
             if not expand.has_subgraphs(self.current):

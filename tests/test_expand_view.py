@@ -2,8 +2,9 @@
 that instance, edges routed to them, the others moved aside) and chains of one subgraph stacked."""
 
 from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.editing import expand
 from graphcore.editing.expand import BLOCK, PAD, Projection, ViewState, diff, document_path, expand_all, project, toggle
-from graphcore.editing.session import EditSession
+from graphcore.editing.session import Delta, EditSession
 
 
 def residual(name: str = "blk", width: int = 8) -> GraphDoc:
@@ -185,3 +186,37 @@ def test_drawn_edges_name_the_document_edges_they_stand_for():
     assert opened.document_edges(["a/lin.out->a/act.in"]) == []  # inside the frame: read-only here
     delta = session.remove(edge_ids=opened.document_edges(["x.out->a/add.in1"]))
     assert delta.edges_removed == ["x.out->a.in"] and not any(e.dst == "a" for e in session.doc.edges)
+
+
+def one_module_among_blocks() -> EditSession:
+    """A level of plain blocks with one collapsed subgraph node among them: drawn as itself."""
+    return chain([("l1", "linear", {"out_features": 8}), ("m", "subgraph:blk", {}),
+                  ("l2", "linear", {"out_features": 8}), ("head", "linear", {"out_features": 4})], blk=residual())
+
+
+def test_an_edit_on_a_plain_level_follows_the_drawing_in_time_with_what_it_changed():
+    session = one_module_among_blocks()
+    drawn = project(session, ViewState())
+    assert drawn.plain
+    for edit in (lambda: session.set_params("x", {"shape": [6]}),  # every shape after it
+                 lambda: session.set_params("head", {"out_features": 3}),  # one block's params
+                 lambda: session.move("l2", 40, 500),
+                 session.undo):
+        before = project(session, ViewState())
+        change = expand.follow(drawn, edit())
+        assert change is not None
+        fresh = project(session, ViewState())
+        assert drawn.nodes == fresh.nodes  # kept up to date
+        assert change.to_dict() == diff(before, fresh).to_dict()  # what project and diff would send
+
+
+def test_an_edit_that_may_draw_the_level_otherwise_is_left_to_project_and_diff():
+    session = one_module_among_blocks()
+    drawn = project(session, ViewState())
+    assert expand.follow(drawn, session.set_params("m", {"repeat": 2})) is None  # a subgraph node's params
+    assert expand.follow(drawn, session.connect("l1", "out", "l2", "in")) is None  # an edge
+    assert expand.follow(drawn, session.add_node("relu")) is None  # a block
+    assert expand.follow(drawn, Delta()) is None  # a view state changed: nothing in the document
+    assert not project(three_blocks(), ViewState()).plain  # a stack
+    session = three_blocks()
+    assert not project(session, toggle(ViewState(), project(session, ViewState()), "expand", "a")).plain

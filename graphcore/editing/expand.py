@@ -72,6 +72,7 @@ class Projection:
     documents: dict[str, str] = field(default_factory=dict)  # top-level view id -> the node it draws
     stacks: dict[str, list[str]] = field(default_factory=dict)  # stack's view id -> members' view ids
     edge_documents: dict[str, str] = field(default_factory=dict)  # a drawn edge of the level -> its edge's id
+    plain: bool = False  # nothing expanded and no chain to stack: each node drawn as itself, where it is
 
     def view(self, name: str) -> dict:
         """The whole view for the canvas (``EditSession.view``'s form)."""
@@ -114,7 +115,34 @@ def project(session: EditSession, state: ViewState, *, stacks: bool = True) -> P
     projection = Projection()
     level = _Level(session.analysis, session.positions, "", None, state, stacks, projection)
     level.draw()
+    projection.plain = not level.children and not projection.stacks
     return projection
+
+
+def follow(projection: Projection, delta: Delta) -> Delta | None:
+    """The session's ``delta`` as the change to a plain projection's drawing, and the projection kept
+    up to date with it: in time with what the edit changed, not with the level's size. None where
+    the edit may draw the level otherwise (a block added or removed, an edge, a subgraph node's
+    params, which may now stack it) and for an empty delta (what a change of the view state sends):
+    then ``project`` and ``diff``."""
+    if not projection.plain or delta.empty or delta.document or delta.removed or delta.edges_added \
+            or delta.edges_removed:
+        return None
+    views = projection.nodes
+    for vid, view in delta.nodes.items():
+        if vid not in views or ("type" in view and view["type"].startswith(PREFIX)):
+            return None
+    change = Delta(ids=delta.ids)
+    for vid, view in delta.nodes.items():
+        if "type" in view:  # a whole view: the block was edited
+            views[vid] = change.nodes[vid] = {**view, "toggles": views[vid]["toggles"]}
+        else:  # its analysis results alone
+            views[vid].update((key, view[key]) for key in PATCHED)
+            change.nodes[vid] = view
+    for vid, position in delta.positions.items():
+        if vid in views:
+            views[vid]["position"] = change.positions[vid] = position
+    return change
 
 
 def toggle(state: ViewState, projection: Projection, op: str, view_id: str) -> ViewState:
