@@ -5,7 +5,8 @@ keeps only the draft's id (``DRAFT_KEY``); the draft holds the rest::
     {"document": "<the document's JSON>", "name": "lenet5", "blocks": 14, "unsaved": true,
      "saved_as": ["lenet5", 1716200000.0] | null,  # the workspace file, and its time then
      "panel": "train" | null, "viewport": {"x": 12.5, "y": -40.0, "zoom": 0.8} | null, "time": 1716200100.0,
-     "view": {"expanded": ["features"], "unstacked": []}}  # the modules drawn open (editing.expand.ViewState)
+     "view": {"expanded": ["features"], "unstacked": []},  # the file's modules drawn open (editing.expand.ViewState)
+     "views": [{"path": ["features", "stage1"], "expanded": ["block0"], "unstacked": []}]}  # opened subgraphs'
 
 ``write`` hands a state to a worker thread: the writes of one draft happen in order, and a state
 still waiting is replaced by a newer one, so the last state wins and a slow disk never holds up the
@@ -18,8 +19,8 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from nicegui import background_tasks, run
@@ -40,8 +41,8 @@ _writers: dict[str, asyncio.Task] = {}  # draft id -> the task writing it
 @dataclass(frozen=True)
 class Draft:
     """A draft read back: the document, the workspace file it was saved as (name, time then), the
-    open panel, the view (pan and zoom; the modules drawn open), and whether it holds changes saved
-    nowhere else."""
+    open panel, the view (pan and zoom; the modules drawn open, at each level: the path of subgraph
+    node ids opened to reach it, the file's ``()``), and whether it holds changes saved nowhere else."""
 
     id: str
     doc: GraphDoc
@@ -49,7 +50,7 @@ class Draft:
     panel: str | None = None
     viewport: dict[str, float] | None = None
     unsaved: bool = False
-    view: ViewState = ViewState()
+    views: dict[tuple[str, ...], ViewState] = field(default_factory=lambda: {(): ViewState()})
 
 
 def new_id() -> str:
@@ -58,11 +59,15 @@ def new_id() -> str:
 
 
 def payload(doc: GraphDoc, text: str, *, saved_as: tuple[str, float] | None, panel: str | None,
-            viewport: dict[str, float] | None, unsaved: bool, view: ViewState | None = None) -> dict[str, Any]:
-    """What a draft keeps of a tab showing ``doc`` (``text``: its JSON)."""
+            viewport: dict[str, float] | None, unsaved: bool,
+            views: Mapping[tuple[str, ...], ViewState] | None = None) -> dict[str, Any]:
+    """What a draft keeps of a tab showing ``doc`` (``text``: its JSON; ``views``: each level's view state)."""
+    views = views or {}
     return {"document": text, "name": doc.name, "blocks": len(doc.nodes), "unsaved": unsaved,
             "saved_as": list(saved_as) if saved_as else None, "panel": panel, "viewport": viewport,
-            "time": time.time(), "view": (view or ViewState()).to_dict()}
+            "time": time.time(), "view": views.get((), ViewState()).to_dict(),
+            "views": [{"path": list(path), **state.to_dict()} for path, state in views.items()
+                      if path and state != ViewState()]}
 
 
 def read(entry: DraftEntry) -> Draft:
@@ -76,7 +81,18 @@ def read(entry: DraftEntry) -> Draft:
     panel = data.get("panel")
     return Draft(entry.id, loads(data["document"], f"draft of {entry.name!r}"), saved_as,
                  panel if isinstance(panel, str) else None, parse_viewport(data.get("viewport")), entry.unsaved,
-                 ViewState.from_dict(data.get("view")))
+                 _views(data))
+
+
+def _views(data: dict[str, Any]) -> dict[tuple[str, ...], ViewState]:
+    """Each level's view state in a draft: the file's under "view", opened subgraphs' under "views"."""
+    views = {(): ViewState.from_dict(data.get("view"))}
+    inner = data.get("views")
+    for state in inner if isinstance(inner, list) else ():
+        path = state.get("path") if isinstance(state, dict) else None
+        if isinstance(path, list) and path and all(isinstance(part, str) for part in path):
+            views[tuple(path)] = ViewState.from_dict(state)
+    return views
 
 
 def recoverable(workspace: Workspace, in_use: Collection[str]) -> list[DraftEntry]:

@@ -102,7 +102,7 @@ class Editor:
         self.file_view = draft.viewport if draft else None  # the file's pan and zoom, while a subgraph is shown
         # The modules drawn open at each level (the file's is ``()``; an opened subgraph's is its path),
         # and what the canvas draws now: None while the level has no subgraph, drawn as it is.
-        self.view_states: dict[tuple[str, ...], ViewState] = {(): draft.view if draft else ViewState()}
+        self.view_states: dict[tuple[str, ...], ViewState] = dict(draft.views) if draft else {(): ViewState()}
         self.projection: Projection | None = None
         self.selected: list[str] = []
         self.saved_state: tuple | None = None  # ``tab_state()`` at the last autosave
@@ -922,7 +922,7 @@ class Editor:
         saved = self._saved_as()
         return (self.session.revision, id(self.current), self.current.revision, self.session.doc.name,
                 saved and (saved.name, saved.modified), self.open_panel(), self.file_viewport(),
-                self.view_states[()])
+                tuple(self.view_states.items()))
 
     def open_panel(self) -> str | None:
         """The bottom drawer's tab, when the drawer is open."""
@@ -946,7 +946,7 @@ class Editor:
         saved = self._saved_as()
         drafts.write(self.workspace, self.draft_id, drafts.payload(
             self.session.doc, text, saved_as=saved and (saved.name, saved.modified), panel=self.open_panel(),
-            viewport=self.file_viewport(), unsaved=unsaved, view=self.view_states[()]))
+            viewport=self.file_viewport(), unsaved=unsaved, views=self.view_states))
         return True
 
     def unsaved(self, text: str | None = None) -> bool:

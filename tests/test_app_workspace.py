@@ -472,3 +472,23 @@ async def test_reload_restores_the_view_and_a_new_document_is_fitted(user: User)
     user.find("template-vgg11").click()
     await user.should_see(marker="doc-name", content="vgg11")
     assert canvas.props["graph"]["viewport"] is None  # fitted anew
+
+
+async def test_reload_keeps_the_modules_drawn_open_inside_an_opened_subgraph(user: User):
+    await open_editor(user)
+    user.find("templates").click()
+    user.find("template-muzero_tictactoe").click()
+    await user.should_see(marker="doc-name", content="muzero_tictactoe")
+    editor = editor_of(user)
+    editor.open_subgraph("representation")
+    editor.toggle_module("expand", "scale")  # drawn open in place, inside the opened subgraph
+    editor.toggle_module("expand", "block1")  # a stack of two res_blocks: shown one by one
+    assert "scale/" in editor.projection.nodes
+    await autosaved(user)
+    await open_editor(user)
+    editor = editor_of(user)
+    assert editor.current is editor.session  # a reload shows the file
+    editor.open_subgraph("representation")
+    assert editor.view_states[("representation",)].expanded == {"scale"}
+    assert editor.view_states[("representation",)].unstacked == {"block1"}
+    assert "scale/" in editor.projection.nodes and {"block1", "block2"} <= set(editor.projection.nodes)
