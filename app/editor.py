@@ -196,7 +196,7 @@ class Editor:
                 with ui.tabs().props("dense align=left no-caps").classes("text-slate-700") as self.tabs:
                     self.tab_problems = ui.tab("problems", "Problems")
                     for name, label in (("train", "Training"), ("runs", "Runs"), ("samples", "Samples"),
-                                        ("python", "Python")):
+                                        ("play", "Play"), ("python", "Python")):
                         ui.tab(name, label).on("click", lambda n=name: self.open_drawer(n))
                     self.tab_problems.on("click", lambda: self.open_drawer("problems"))
                 ui.space()
@@ -217,6 +217,9 @@ class Editor:
                 with ui.tab_panel("samples").classes("p-2"):
                     from app.runs import SamplePanel
                     self.sample_panel = SamplePanel(self)
+                with ui.tab_panel("play").classes("p-2"):
+                    from app.play import PlayPanel
+                    self.play_panel = PlayPanel(self)
                 with ui.tab_panel("python").classes("p-2"):
                     self.python_code = ui.code("", language="python").classes("w-full").mark("python-preview")
 

@@ -34,6 +34,7 @@ FRESH = "fresh"
 IMPORTED = "imported"
 SAMPLE_FILES = ("grid.png", "scatter.png", "samples.npy", "clip.gif")
 PICTURES = ("grid.png", "scatter.png")  # what a saved sample's card shows: images or points over the data
+SAMPLED_TASKS = ("diffusion", "gan")  # the runs the Samples panel draws from
 
 
 def data_url(png: bytes) -> str:
@@ -463,7 +464,7 @@ class RunsPanel:
             self._action("open_in_new", "Open its graph", lambda e=entry: self.open_graph(e), entry)
             if status not in ("running", "stopping"):
                 self._action("replay", "Resume", lambda e=entry: self.editor.train_panel.resume(e), entry)
-            if entry.task == "diffusion":
+            if entry.task in SAMPLED_TASKS:
                 self._action("auto_awesome", "Sample", lambda e=entry: self.editor.sample_panel.choose(e), entry)
             self._action("ios_share", "Export with its weights",
                          lambda e=entry: self.export(e), entry)
@@ -595,7 +596,7 @@ class SamplePanel:
         self.shown: tuple | None = None
         with ui.row().classes("w-full items-start gap-4 no-wrap"):
             with ui.column().classes("gap-1 w-64 shrink-0"):
-                self.run_dir = ui.select({}, label="diffusion run", with_input=True).props("dense outlined") \
+                self.run_dir = ui.select({}, label="diffusion or GAN run", with_input=True).props("dense outlined") \
                     .classes("w-full").mark("sample-run").on("focus", self.refresh_runs)
                 with ui.row().classes("gap-1 no-wrap"):
                     self.sampler = ui.select(["ddim", "ddpm"], label="sampler", value="ddim") \
@@ -616,7 +617,7 @@ class SamplePanel:
                     .mark("sample-interpolate")
             with ui.column().classes("gap-1 shrink-0"):
                 self.status = ui.label("Train a diffusion graph (e.g. unet_ddpm_small, or diffusion_mlp on "
-                                       "swissroll), then sample it here.") \
+                                       "swissroll) or a GAN (stylegan2_digits), then sample it here.") \
                     .classes("text-sm w-56").mark("sample-status")
                 self.grid = ui.image().classes("h-44 w-44").props("fit=contain").mark("sample-grid")
                 self.grid.set_visibility(False)
@@ -631,7 +632,7 @@ class SamplePanel:
 
     def refresh_runs(self) -> None:
         options = {str(e.path): e.name for e in runs_of(self.editor)
-                   if e.task == "diffusion" and ((e.path / "best.pt").is_file() or (e.path / "last.pt").is_file())}
+                   if e.task in SAMPLED_TASKS and ((e.path / "best.pt").is_file() or (e.path / "last.pt").is_file())}
         value = self.run_dir.value if self.run_dir.value in options else next(iter(options), None)
         self.run_dir.set_options(options, value=value)
 
@@ -643,7 +644,7 @@ class SamplePanel:
 
     def start(self) -> None:
         if not self.run_dir.value:
-            ui.notify("Choose a finished diffusion run first", type="warning")
+            ui.notify("Choose a finished diffusion or GAN run first", type="warning")
             return
         run_dir = Path(self.run_dir.value)
         options = {"sampler": self.sampler.value, "steps": int(self.steps.value or 50),
@@ -715,7 +716,7 @@ class SamplePanel:
 
     async def interpolate(self) -> None:
         if not self.run_dir.value:
-            ui.notify("Choose a finished diffusion run first", type="warning")
+            ui.notify("Choose a finished diffusion or GAN run first", type="warning")
             return
         seed = int(self.seed.value or 0)
         self.status.text = f"Interpolating between seeds {seed} and {seed + 1}…"
@@ -755,11 +756,16 @@ def saved_samples(entries: list[RunEntry]) -> list[Path]:
 
 
 def _interpolation_frames(run_dir: str, seed: int, steps: int, frames: int = 8) -> list[str]:
-    """DDIM samples along the path between two seeds' noises, one PNG data URL a frame (in a thread)."""
-    from graphcore.runtime import diffusion
+    """DDIM samples along the path between two seeds' noises (a GAN run: images along W between
+    their styles), one PNG data URL a frame (in a thread)."""
+    from graphcore.runtime import diffusion, gan
     from graphcore.runtime.config import GraphIO
     from graphcore.runtime.train import load_run, read_vectors
 
+    if read_config(Path(run_dir) / "config.json").task == "gan":
+        generator = gan.load_generator(run_dir)
+        images = gan.interpolate(generator.model, seed_a=seed, seed_b=seed + 1, frames=frames)
+        return [data_url(diffusion.png_bytes(images[i:i + 1], scale=4)) for i in range(frames)]
     model, config = load_run(run_dir)
     if config.task != "diffusion":
         raise GraphError(f"{run_dir}: not a diffusion run")

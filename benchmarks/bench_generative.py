@@ -1,7 +1,8 @@
 """Generative templates as a user trains them, each next to a hand-written PyTorch baseline given
 the same time budget in the same run.
 
-    .venv/bin/python benchmarks/bench_generative.py [--only diffusion_mlp] [--seconds 60] [--threads N] [--keep DIR]
+    .venv/bin/python benchmarks/bench_generative.py [--only diffusion_mlp|stylegan2_digits] [--seconds 60]
+        [--gan-minutes 10] [--threads N] [--keep DIR]
 
 ``diffusion_mlp``: the README's two command lines (``netcanvas train diffusion_mlp … --dataset
 swissroll`` and ``netcanvas sample runs/swissroll …``, read from README.md and run verbatim as
@@ -14,6 +15,14 @@ training). Speed: training steps per second, ours / the baseline's. ``--threads`
 threads on both sides (``OMP_NUM_THREADS`` for the README's processes): on a shared machine one
 thread each keeps the comparison from measuring who wins the fight for cores. Each figure comes
 with the load average (the machine may be shared: wall-time figures are then pessimistic).
+
+``stylegan2_digits``: the README's two lines for it (``netcanvas train stylegan2_digits --task gan
+…`` for ``--gan-minutes``, default 10, and ``netcanvas sample runs/gan --n 200 …``), then the same
+StyleGAN2 written plainly in torch (its modules and loop by hand: Adam (0, 0.99), lazy R1, EMA,
+style mixing, the run's lr plan) for the same time. Quality: the share of 200 samples that the
+digits judge (``graphcore/runtime/judge.py``, trained on held-out-split digits; its accuracy is
+printed) recognises with > 0.9 confidence, and the digits among them (goal: >= 60 % and >= 9 of 10
+after 10 minutes on a quiet 2-core CPU). Speed: steps per second, ours / the plain loop's.
 
 A model is one entry of ``MODELS``: a function of the parsed arguments and a scratch folder that
 prints its figures.
@@ -41,6 +50,7 @@ from bench_diffusion import readme_lines, with_minutes
 from torch import nn
 
 from graphcore.runtime.data import load_dataset
+from graphcore.runtime.judge import digits_judge
 
 ROOT = Path(__file__).resolve().parent.parent
 README_LINES = ("netcanvas train diffusion_mlp", "netcanvas sample runs/swissroll")
@@ -64,7 +74,11 @@ def readme_commands(dataset: str, seconds: float) -> list[list[str]]:
 
 def ours(work: Path, dataset: str, seconds: float) -> tuple[np.ndarray, int, dict]:
     """Run the README's lines in ``work``: (the samples they wrote, training steps, the config)."""
-    train, sample = readme_commands(dataset, seconds)
+    return run_lines(work, *readme_commands(dataset, seconds))
+
+
+def run_lines(work: Path, train: list[str], sample: list[str]) -> tuple[np.ndarray, int, dict]:
+    """Run a README train line and sample line in ``work``: (the samples, training steps, the run's config)."""
     env = os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     for argv in (train, sample):
         print("$", shlex.join(argv), flush=True)
@@ -197,14 +211,229 @@ def bench_diffusion_mlp(args: argparse.Namespace, root: Path) -> None:
         print(f"  speed, netcanvas / plain torch: {steps / plain_steps:.2f}", flush=True)
 
 
-MODELS: dict[str, Callable[[argparse.Namespace, Path], None]] = {"diffusion_mlp": bench_diffusion_mlp}
+# ----------------------------------------------------------------------------- stylegan2_digits: by hand
+GAN_README_LINES = ("netcanvas train stylegan2_digits", "netcanvas sample runs/gan")
+GAN_SAMPLES = 200
+GAN_GOAL = (0.60, 9)  # recognised with > 0.9 confidence, digits present
+Z_DIM, W_DIM, MAPPING_LAYERS = 64, 128, 4  # as tools/make_gan_templates.py makes the template
+G_CHANNELS = {4: 64, 8: 64, 16: 32}
+D_CHANNELS = {16: 32, 8: 64, 4: 64}
+SQRT2 = math.sqrt(2)
+
+
+class EqLinear(nn.Module):
+    """Equalised learning rate: unit-scale stored weights, scaled by lr_mul / sqrt(fan_in) at run time."""
+
+    def __init__(self, fan_in: int, out: int, lr_mul: float = 1.0, bias_init: float = 0.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out, fan_in) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out,), bias_init / lr_mul))
+        self.gain, self.lr_mul = lr_mul / math.sqrt(fan_in), lr_mul
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.gain, self.bias * self.lr_mul)
+
+
+class EqConv(nn.Module):
+    def __init__(self, fan_in: int, out: int, kernel: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out, fan_in, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out)) if bias else None
+        self.gain = 1 / math.sqrt(fan_in * kernel * kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.weight.shape[-1] // 2)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+def up2(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class ModConv(nn.Module):
+    """Modulated (and demodulated) conv as one grouped conv with a filter per sample (computed as
+    blocks/stylegan.py computes it, so that the speed ratio measures the graph and the loop)."""
+
+    def __init__(self, fan_in: int, out: int, kernel: int = 3, demodulate: bool = True, up: bool = False) -> None:
+        super().__init__()
+        self.affine = EqLinear(W_DIM, fan_in, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out, fan_in, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out))
+        self.gain, self.demodulate, self.up = 1 / math.sqrt(fan_in * kernel * kernel), demodulate, up
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        n, styles, weight = len(x), self.affine(w), self.weight * self.gain
+        x = up2(x) if self.up else x
+        filters = weight[None] * styles[:, None, :, None, None]  # (N, O, I, k, k)
+        if self.demodulate:  # 1 / each modulated filter's norm, as (styles²)·(weight²) summed: the blocks' way
+            norms = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # (N, O)
+            filters = filters * norms[:, :, None, None, None]
+        out = F.conv2d(x.reshape(1, -1, *x.shape[2:]), filters.flatten(0, 1), padding=weight.shape[-1] // 2, groups=n)
+        return out.reshape(n, -1, *out.shape[2:]) + self.bias[None, :, None, None]
+
+
+class Layer(nn.Module):
+    """A modulated 3x3 conv, fixed per-pixel noise times a learned strength, the activation."""
+
+    def __init__(self, fan_in: int, out: int, size: int, up: bool) -> None:
+        super().__init__()
+        self.conv = ModConv(fan_in, out, up=up)
+        self.register_buffer("noise", torch.randn(size, size))
+        self.strength = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return lrelu(self.conv(x, w) + self.noise * self.strength)
+
+
+class PlainGenerator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mapping = nn.ModuleList(EqLinear(Z_DIM if i == 0 else W_DIM, W_DIM, lr_mul=0.01)
+                                     for i in range(MAPPING_LAYERS))
+        self.const = nn.Parameter(torch.randn(G_CHANNELS[4], 4, 4))
+        self.layers, self.rgbs, fan_in = nn.ModuleList(), nn.ModuleList(), G_CHANNELS[4]
+        for size, channels in G_CHANNELS.items():
+            self.layers.append(nn.ModuleList([Layer(fan_in, channels, size, up=size > 4),
+                                              Layer(channels, channels, size, up=False)]))
+            self.rgbs.append(ModConv(channels, 1, kernel=1, demodulate=False))
+            fan_in = channels
+
+    def map(self, z: torch.Tensor) -> torch.Tensor:
+        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        for layer in self.mapping:
+            x = lrelu(layer(x))
+        return x
+
+    def forward(self, z: torch.Tensor,
+                mix: tuple[torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and w; ``mix = (w2, cut)``: the styled modules from number ``cut`` on take w2 (a block
+        and its toRGB count as two, as the template's blocks and toRGBs do)."""
+        w = self.map(z)
+        styles = [w] * (2 * len(self.layers))
+        if mix is not None:
+            styles[mix[1]:] = [mix[0]] * (len(styles) - mix[1])
+        x, rgb = self.const.expand(len(z), -1, -1, -1), None
+        for i, ((first, second), to_rgb) in enumerate(zip(self.layers, self.rgbs, strict=True)):
+            x = second(first(x, styles[2 * i]), styles[2 * i])
+            image = to_rgb(x, styles[2 * i + 1])
+            rgb = image if rgb is None else image + up2(rgb)
+        return rgb, w
+
+
+class PlainDiscriminator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        sizes = sorted(D_CHANNELS, reverse=True)
+        self.from_rgb = EqConv(1, D_CHANNELS[sizes[0]], 1)
+        self.blocks = nn.ModuleList(nn.ModuleList([EqConv(D_CHANNELS[s], D_CHANNELS[s], 3),
+                                                   EqConv(D_CHANNELS[s], D_CHANNELS[s // 2], 3),
+                                                   EqConv(D_CHANNELS[s], D_CHANNELS[s // 2], 1, bias=False)])
+                                    for s in sizes[:-1])
+        self.conv4 = EqConv(D_CHANNELS[4] + 1, D_CHANNELS[4], 3)
+        self.fc, self.out = EqLinear(D_CHANNELS[4] * 16, D_CHANNELS[4]), EqLinear(D_CHANNELS[4], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.from_rgb(x), 0.2)
+        for conv0, conv1, skip in self.blocks:
+            h = F.avg_pool2d(lrelu(conv1(lrelu(conv0(x)))), 2)
+            x = (h + skip(F.avg_pool2d(x, 2))) / SQRT2
+        n, c, height, width = x.shape
+        std = (x.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()  # minibatch std over the whole batch
+        x = torch.cat([x, std.expand(n, 1, height, width)], dim=1)
+        x = F.leaky_relu(self.conv4(x), 0.2)
+        return self.out(F.leaky_relu(self.fc(x.flatten(1)), 0.2))
+
+
+def gan_baseline(train_x: torch.Tensor, seconds: float, config: dict) -> tuple[torch.Tensor, int]:
+    """StyleGAN2's loop in plain torch for ``seconds``, with the run's batch, lr plan, R1, EMA and mixing:
+    (GAN_SAMPLES images in [0, 1] from the EMA generator, steps)."""
+    start = time.monotonic()
+    torch.manual_seed(config["seed"])
+    data = train_x * 2 - 1
+    g, d = PlainGenerator(), PlainDiscriminator()
+    g_ema = copy.deepcopy(g).requires_grad_(False)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=config["lr"], betas=(0.0, 0.99)) for m in (g, d))
+    batch, step, total = config["batch_size"], 0, 10**9
+    while step < total:
+        warm = round(config["warmup"] * total) if config["warmup"] > 0 else 0
+        scale = (step + 1) / warm if step < warm else 1.0 if config["schedule"] == "constant" else \
+            0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+        for group in (*opt_g.param_groups, *opt_d.param_groups):
+            group["lr"] = config["lr"] * scale
+        real = data[torch.randint(0, len(data), (batch,))]
+
+        def fake() -> torch.Tensor:
+            z, mix = torch.randn(batch, Z_DIM), None
+            if torch.rand(()) < config["style_mixing"]:
+                mix = (g.map(torch.randn(batch, Z_DIM)), int(torch.randint(1, 2 * len(G_CHANNELS), ())))
+            return g(z, mix)
+
+        with torch.no_grad():
+            images, _ = fake()
+        loss_d = (F.softplus(d(images)) + F.softplus(-d(real))).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        if config["r1_gamma"] > 0 and step % config["r1_every"] == 0:
+            real_r1 = real.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(d(real_r1).sum(), real_r1, create_graph=True)
+            r1 = grad.square().flatten(1).sum(1).mean() * (config["r1_gamma"] / 2 * config["r1_every"])
+            opt_d.zero_grad(set_to_none=True)
+            r1.backward()
+            opt_d.step()
+        d.requires_grad_(False)
+        images, _ = fake()
+        loss_g = F.softplus(-d(images)).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        d.requires_grad_(True)
+        with torch.no_grad():
+            decay = min(config["ema"], (1 + step) / (10 + step))
+            for e, p in zip(g_ema.parameters(), g.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        step += 1
+        cost = (time.monotonic() - start) / step
+        total = step + int(max(0.0, start + seconds - time.monotonic()) / cost)  # re-planned like the Trainer
+    with torch.no_grad():
+        images, _ = g_ema(torch.randn(GAN_SAMPLES, Z_DIM, generator=torch.Generator().manual_seed(0)))
+    return ((images + 1) / 2).clamp(0, 1), step
+
+
+def bench_stylegan2(args: argparse.Namespace, root: Path) -> None:
+    judge = digits_judge((16, 16))  # trained (or read from its cache) before the runs, which then read the cache
+    train_x = load_dataset("digits", (1, 16, 16)).split("train")[0]
+    work = Path(tempfile.mkdtemp(prefix="stylegan2-", dir=root))
+    seconds = args.gan_minutes * 60
+    print(f"--- stylegan2_digits in {work}, {args.gan_minutes:g} min each; the judge: {judge.accuracy:.1%} of "
+          f"held-out digits right, {judge(load_dataset('digits', (1, 16, 16)).split('val')[0]).recognised:.1%} "
+          f"recognised with > 0.9 (load {_load()})", flush=True)
+    samples, steps, config = run_lines(work, *[with_minutes(argv, args.gan_minutes)
+                                               for argv in readme_lines(GAN_README_LINES)])
+    plain, plain_steps = gan_baseline(train_x, seconds, config)
+    print(f"  baseline (plain torch): {plain_steps} steps in {seconds:g} s  (load {_load()})", flush=True)
+    for name, images, count in (("netcanvas", torch.from_numpy(samples), steps), ("plain torch", plain, plain_steps)):
+        verdict = judge(images)
+        meets = verdict.recognised >= GAN_GOAL[0] and verdict.classes >= GAN_GOAL[1]
+        print(f"  {name:>11}: {count / seconds:5.2f} steps/s, {len(images)} samples: {verdict.recognised:.1%} "
+              f"recognised with > 0.9, {verdict.classes} of 10 digits ({'meets' if meets else 'misses'} the goal "
+              f">= {GAN_GOAL[0]:.0%}, >= {GAN_GOAL[1]})", flush=True)
+    print(f"  speed, netcanvas / plain torch: {steps / plain_steps:.2f}", flush=True)
+
+
+MODELS: dict[str, Callable[[argparse.Namespace, Path], None]] = {"diffusion_mlp": bench_diffusion_mlp,
+                                                                   "stylegan2_digits": bench_stylegan2}
 """One benchmark per generative template; a new one is a function and an entry here."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=sorted(MODELS), action="append", help="run only this model (repeatable)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="training budget of each run")
+    parser.add_argument("--seconds", type=float, default=60.0, help="training budget of each diffusion_mlp run")
+    parser.add_argument("--gan-minutes", type=float, default=10.0, help="training budget of each stylegan2_digits run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's)")
     parser.add_argument("--keep", default=None, help="keep the runs in this folder")
     args = parser.parse_args()

@@ -6,6 +6,7 @@
     shapes = gc.infer_shapes(doc)    # {(node_id, port): (None, C, H, W)}
     model = gc.compile(doc)          # GraphModel (nn.Module)
     print(gc.summary(doc))
+    agent = gc.load_agent("runs/alphazero_tictactoe")  # a trained AlphaZero run as a player
 """
 
 from graphcore.core.analysis import Analysis
@@ -19,6 +20,7 @@ from graphcore.interchange.codegen import to_python
 from graphcore.interchange.onnx_export import ExportResult, export_onnx
 from graphcore.interchange.onnx_import import from_onnx
 from graphcore.interchange.torch_import import from_torch
+from graphcore.runtime.agent import AgentAnswer, GameAgent, load_agent
 
 
 def validate(doc: GraphDoc) -> list[Diagnostic]:
@@ -38,4 +40,5 @@ __all__ = [
     "Analysis", "Diagnostic", "Edge", "GraphDoc", "GraphError", "GraphModel", "Node", "Summary",
     "SummaryRow", "compile", "group", "ungroup", "infer_shapes", "load", "loads", "open_graph", "save", "summary",
     "template", "templates", "validate", "to_python", "export_onnx", "from_onnx", "from_torch", "ExportResult",
+    "load_agent", "GameAgent", "AgentAnswer",
 ]

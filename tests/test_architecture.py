@@ -21,7 +21,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "graphcore.runtime": ("blocks", "graphcore.core", "graphcore.runtime"),
     "graphcore.editing": ("blocks", "graphcore.core", "graphcore.editing"),
     "graphcore.cli": ("blocks", "graphcore"),
-    "graphcore": ("blocks", "graphcore.core", "graphcore.interchange", "graphcore.editing"),  # the API facade
+    # the API facade (of the runtime: the agent of a trained game run)
+    "graphcore": ("blocks", "graphcore.core", "graphcore.interchange", "graphcore.editing", "graphcore.runtime"),
     "app": ("blocks", "graphcore", "app"),
 }
 UI_TOOLKITS = ("nicegui", "starlette", "fastapi", "webview")

@@ -62,7 +62,9 @@ def click(screen, element) -> None:
 
 
 def tab(screen, label: str):
-    return screen.selenium.find_element(By.XPATH, f'//div[contains(@class, "q-tab") and .//*[text()="{label}"]]')
+    """The drawer's tab ``label`` itself (its class list holds ``q-tab``; the tab bar's holds ``q-tabs``)."""
+    return screen.selenium.find_element(
+        By.XPATH, f'//div[contains(concat(" ", @class, " "), " q-tab ") and .//*[text()="{label}"]]')
 
 
 def rect(screen, element) -> dict:

@@ -37,6 +37,16 @@ def int_between(low: int, high: int, what: str = "a whole number") -> Callable[[
     return parse
 
 
+def float_between(low: float, high: float) -> Callable[[str], float]:
+    """A number from ``low`` to ``high``, both included: a probability, a truncation psi."""
+    def parse(text: str) -> float:
+        value = _parse(float, text)
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, got {text!r}")
+        return value
+    return parse
+
+
 seed = int_between(0, SEED_MAX)
 
 

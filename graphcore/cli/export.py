@@ -17,6 +17,7 @@ from graphcore.cli.arguments import int_between, nonempty_path, usage_error
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import GraphDoc, load, write_atomic
 from graphcore.core.gallery import open_graph
+from graphcore.core.subgraphs import standalone
 
 if TYPE_CHECKING:
     from graphcore.core.inputs import InputSpec
@@ -36,12 +37,15 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true", help="with --onnx: dynamic int8 quantization")
     parser.add_argument("--opset", type=_opset, help="with --onnx: ONNX opset version (what torch.onnx supports)")
     parser.add_argument("--no-fuse", action="store_true", help="with --onnx: keep batch norms as separate ops")
+    parser.add_argument("--subgraph", metavar="NAME",
+                        help="export only this subgraph of the file, as a graph of its own (a GAN's generator: "
+                             "z -> image); from a GAN run, with the weights the run keeps for it")
 
 
 def export_command(args: argparse.Namespace) -> int:
     if args.python and (args.int8 or args.opset or args.no_fuse):
         raise usage_error("export: --int8, --opset and --no-fuse go with --onnx")
-    doc, weights = _graph_and_weights(args.graph, args.weights)
+    doc, weights = _graph_and_weights(args.graph, args.weights, args.subgraph)
     if args.python:
         _write_python(doc, weights, Path(args.python))
         return 0
@@ -53,9 +57,9 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _graph_and_weights(graph: str, choice: str | None) -> tuple[GraphDoc, Weights]:
-    """The graph to export and its weights: a run folder's own graph and checkpoint (``choice`` best,
-    the default, or last), or any graph with a weights file (fresh weights without one)."""
+def _graph_and_weights(graph: str, choice: str | None, subgraph: str | None = None) -> tuple[GraphDoc, Weights]:
+    """The graph to export (or its ``subgraph``) and its weights: a run folder's own graph and checkpoint
+    (``choice`` best, the default, or last), or any graph with a weights file (fresh weights without one)."""
     from graphcore.interchange.weights import CHECKPOINTS, read_weights
 
     run = Path(graph)
@@ -63,10 +67,14 @@ def _graph_and_weights(graph: str, choice: str | None) -> tuple[GraphDoc, Weight
         if not (run / "graph.json").is_file():
             raise GraphError(f"{run}: not a run folder (no graph.json)")
         doc = load(run / "graph.json")
-        return doc, read_weights(run, choice or "best") if choice in (None, *CHECKPOINTS) else read_weights(choice)
+        doc = standalone(doc, subgraph) if subgraph else doc
+        if choice in (None, *CHECKPOINTS):
+            return doc, read_weights(run, choice or "best", part=subgraph)
+        return doc, read_weights(choice, part=subgraph)
     if choice in CHECKPOINTS:
         raise usage_error(f"export: --weights {choice} takes a run folder (runs/NAME) in place of {graph}")
-    return open_graph(graph), read_weights(choice)
+    doc = open_graph(graph)
+    return standalone(doc, subgraph) if subgraph else doc, read_weights(choice, part=subgraph)
 
 
 def _write_python(doc: GraphDoc, weights: Weights, target: Path) -> None:

@@ -16,11 +16,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from graphcore.cli.export import add_export_arguments, add_import_arguments, export_command, import_command
+from graphcore.cli.play import add_play_arguments, play_command
 from graphcore.cli.sample import add_sample_arguments, sample_command
 from graphcore.cli.train import add_train_arguments, train_command
 from graphcore.core.analysis import Analysis
 from graphcore.core.diagnostics import GraphError, errors
 from graphcore.core.gallery import open_graph, templates
+from graphcore.core.subgraphs import standalone
 from graphcore.core.summary import summary
 from graphcore.runtime.workspace import Workspace, reason
 
@@ -68,9 +70,15 @@ def validate_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-@command("summary", "print each node's output shape, parameters and MACs", _graph_argument)
+def _summary_arguments(parser: argparse.ArgumentParser) -> None:
+    _graph_argument(parser)
+    parser.add_argument("--subgraph", metavar="NAME", help="only this subgraph of the file (a GAN's generator)")
+
+
+@command("summary", "print each node's output shape, parameters and MACs", _summary_arguments)
 def summary_command(args: argparse.Namespace) -> int:
-    print(summary(open_graph(args.graph)))
+    doc = open_graph(args.graph)
+    print(summary(standalone(doc, args.subgraph) if args.subgraph else doc))
     return 0
 
 
@@ -81,7 +89,8 @@ def templates_command(args: argparse.Namespace) -> int:
 
 
 command("train", "train a graph on a dataset into a run folder (runs/NAME)", add_train_arguments)(train_command)
-command("sample", "draw samples from a trained diffusion run", add_sample_arguments)(sample_command)
+command("sample", "draw samples from a trained diffusion or GAN run", add_sample_arguments)(sample_command)
+command("play", "play a game against a trained alphazero run in the terminal", add_play_arguments)(play_command)
 command("export", "write a graph as standalone Python or verified ONNX", add_export_arguments)(export_command)
 command("import", "open an ONNX model or a PyTorch module as a graph and its weights",
         add_import_arguments)(import_command)

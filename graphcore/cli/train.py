@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from graphcore.cli.arguments import nonempty_path, positive_float, positive_int, seed
+from graphcore.cli.arguments import float_between, nonempty_path, positive_float, positive_int, seed
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.gallery import open_graph
-from graphcore.runtime.config import DEFAULT_LR, TASKS, GraphIO, TrainConfig, check_task, guess_task
+from graphcore.runtime.config import DEFAULT_LR, TASKS, TrainConfig, check_task, guess_task
 from graphcore.runtime.data import load_dataset
-from graphcore.runtime.train import Trainer, check_out_dir, free_run_dir
+from graphcore.runtime.games import GAMES
+from graphcore.runtime.train import Trainer, check_out_dir, free_run_dir, trainer_class
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +36,26 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from these weights (a state_dict or a run's best.pt / last.pt): fine-tuning")
     parser.add_argument("--checkpoint-minutes", type=positive_float,
                         help="also save last.pt this often inside an epoch (default 2): what a crash can lose")
+    parser.add_argument("--r1-gamma", type=float_between(0.0, 1000.0),
+                        help="gan: weight of the R1 penalty on the discriminator (default 0.1; 0: none)")
+    parser.add_argument("--style-mixing", type=float_between(0.0, 1.0),
+                        help="gan: probability that a batch mixes two latents' styles (default 0.9; 0: never)")
     parser.add_argument("--nproc", type=positive_int, default=1,
                         help="processes (DistributedDataParallel under torchrun)")
     parser.add_argument("--device", help="auto (default): CUDA, then MPS, then CPU")
+    parser.add_argument("--game", choices=sorted(GAMES),
+                        help="alphazero: the game to learn (default: the one the graph's meta names)")
+    parser.add_argument("--workers", type=positive_int, help="alphazero: self-play processes (default 2)")
+    parser.add_argument("--simulations", type=positive_int, help="alphazero: MCTS simulations per move (default 50)")
     parser.add_argument("--out", type=nonempty_path,
                         help="run folder (default runs/GRAPH_NAME): new, empty, or a run with no checkpoint yet")
 
 
 CONFIG_OPTIONS = ("dataset", "epochs", "minutes", "batch_size", "lr", "optimizer", "seed", "device", "init",
-                  "checkpoint_minutes")
+                  "checkpoint_minutes", "game", "workers", "simulations", "r1_gamma", "style_mixing")
 """The arguments that go into the run's ``TrainConfig`` as they are."""
-_FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed", "init")
+_FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed", "init", "game", "r1_gamma",
+                    "style_mixing")
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -61,12 +71,12 @@ def train_command(args: argparse.Namespace) -> int:
         options = {k: v for k, v in options.items() if v is not None}
         config = TrainConfig(task=args.task or guess_task(doc), **options)
         if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-            check_task(doc, config.task, load_dataset(config.dataset, GraphIO.of(doc).sample_shape(config.task),
-                                                      val_fraction=config.val_fraction))
+            shape = check_task(doc, config.task).sample_shape(config.task)
+            check_task(doc, config.task, load_dataset(config.dataset, shape, val_fraction=config.val_fraction))
             out = Path(args.out) if args.out else free_run_dir(doc.name)
             check_out_dir(out)  # here, before the processes start, so that one line says it
             return _relaunch(args, str(out))
-        trainer = Trainer(doc, config, out=args.out, progress=True)
+        trainer = trainer_class(config.task)(doc, config, out=args.out, progress=True)
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args, args.resume)
     try:

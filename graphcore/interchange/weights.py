@@ -6,7 +6,8 @@
     model = weights.model(doc)
 
 A weights file is a bare state_dict or a NetCanvas run checkpoint (``best.pt`` / ``last.pt``: a dict
-with ``"model"`` and, for a diffusion run, ``"ema"``). Of a checkpoint, the ``"ema"`` weights are
+with ``"model"`` and, for a diffusion or GAN run, ``"ema"``; a GAN run's also ``"discriminator"``,
+the weights of its subgraph of that name, which ``part`` picks). Of a checkpoint, the ``"ema"`` weights are
 used where there are some (the averaged weights, which sampling and ``load_run`` use too), else
 ``"model"``; the exported Python's ``build_model`` makes the same choice. Files are read with
 ``weights_only=True``, so loading never runs code a file holds. Run checkpoints are read here
@@ -58,15 +59,16 @@ def imported(state: Mapping[str, torch.Tensor], name: str) -> Weights:
     return Weights(dict(state), f"imported weights from {name}", name)
 
 
-def read_weights(source: str | os.PathLike | None, checkpoint: str = "best") -> Weights:
+def read_weights(source: str | os.PathLike | None, checkpoint: str = "best", part: str | None = None) -> Weights:
     """The weights ``source`` names: None for fresh ones, a .pt file (a state_dict or a run checkpoint),
-    or a run folder, whose ``checkpoint`` ("best" or "last") is read. A problem is one line naming the file."""
+    or a run folder, whose ``checkpoint`` ("best" or "last") is read; ``part``: the subgraph being
+    exported, whose own weights a checkpoint may hold under its name. A problem is one line naming the file."""
     if source is None:
         return FRESH
     path = Path(source)
     run = path.is_dir()
     file = _checkpoint_file(path, checkpoint) if run else path
-    state, details = _read_file(file)
+    state, details = _read_file(file, part)
     label = f"run {path} {file.name}" if run else str(file) if details else f"weights from {file}"
     return Weights(state, f"{label} ({', '.join(details)})" if details else label, str(file))
 
@@ -85,8 +87,9 @@ def _checkpoint_file(run_dir: Path, checkpoint: str) -> Path:
     return file
 
 
-def _read_file(path: Path) -> tuple[State, list[str]]:
-    """The state_dict in the file ``path`` and, for a run checkpoint, what it says of itself."""
+def _read_file(path: Path, part: str | None = None) -> tuple[State, list[str]]:
+    """The state_dict in the file ``path`` (of a checkpoint: its ``part``'s, where it holds one) and,
+    for a run checkpoint, what it says of itself."""
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # a pickle of Python objects, or no pickle at all
@@ -96,7 +99,8 @@ def _read_file(path: Path) -> tuple[State, list[str]]:
         raise GraphError(one_line(f"{path}: cannot load weights: {getattr(exc, 'strerror', None) or exc}")) from None
     state, details = content, []
     if isinstance(content, dict) and isinstance(content.get("model"), dict):  # a run checkpoint
-        entry = "ema" if isinstance(content.get("ema"), dict) else "model"
+        entry = part if part is not None and isinstance(content.get(part), dict) else \
+            "ema" if isinstance(content.get("ema"), dict) else "model"
         state, details = content[entry], _checkpoint_details(content, entry)
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):

@@ -1,7 +1,8 @@
 """What a training run computes: its config, its result, and whether a graph fits a task.
 
 ``TrainConfig`` is saved as a run's ``config.json``; ``check_task`` says in one line why a graph
-or a dataset does not fit a task (classify, reconstruct or diffusion).
+or a dataset does not fit a task (classify, reconstruct, diffusion or gan); ``gan_part`` is one of a
+GAN document's two networks as a graph of its own.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from pydantic import TypeAdapter, ValidationError
 from graphcore.core.analysis import Analysis
 from graphcore.core.diagnostics import GraphError, errors, one_line
 from graphcore.core.document import GraphDoc
+from graphcore.core.subgraphs import standalone
 from graphcore.runtime import diffusion
 from graphcore.runtime.data import Dataset
 
-Task = Literal["classify", "reconstruct", "diffusion"]
-TASKS = ("classify", "reconstruct", "diffusion")
+Task = Literal["classify", "reconstruct", "diffusion", "gan", "alphazero"]
+TASKS = ("classify", "reconstruct", "diffusion", "gan", "alphazero")
+GAN_PARTS = ("generator", "discriminator")
+"""The subgraphs a GAN document must have: z -> image(, w) and image -> logit."""
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 0.05}
 DEFAULT_EPOCHS = 10  # when neither epochs nor a time budget is given
 SEED_MAX = 2**32 - 1  # torch seeds are 64-bit; the trainer multiplies the seed (by 100,003 at most)
@@ -56,6 +60,17 @@ class TrainConfig:
     preview_every: int = 1  # epochs between preview images (events only)
     checkpoint_minutes: float = 2.0  # also save last.pt this often inside an epoch: what a crash can lose
     init: str | None = None  # start from these weights (a state_dict or a run's checkpoint): fine-tuning
+    r1_gamma: float = 0.1  # gan: weight of the R1 penalty on the discriminator's gradient at real images
+    r1_every: int = 16  # gan: lazy R1, computed every this many discriminator steps (and scaled up to match)
+    style_mixing: float = 0.9  # gan: probability that a batch mixes the styles of two latents
+    game: str | None = None  # alphazero: tictactoe or connect4 (None: the graph's meta.game)
+    workers: int = 2  # alphazero: self-play processes
+    simulations: int = 50  # alphazero: MCTS simulations per move, in self-play and evaluation
+    replay_size: int = 20_000  # alphazero: samples (positions under each symmetry) kept for training
+    sample_reuse: float = 4.0  # alphazero: training samples drawn per sample self-play has made, at most
+    update_every: int = 20  # alphazero: steps between weight updates to the self-play Inferencer
+    epoch_steps: int = 500  # alphazero: steps in an epoch, at whose end the net plays the fixed opponents
+    eval_games: int = 20  # alphazero: games against each fixed opponent at an epoch's end (half as x)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -69,18 +84,23 @@ class TrainConfig:
             raise GraphError(f"unknown lr schedule {self.schedule!r} (use cosine or constant)")
         if self.epochs is None and self.minutes is None:
             self.epochs = DEFAULT_EPOCHS
-        for name in ("epochs", "batch_size", "timesteps", "log_every", "preview_every"):
+        for name in ("epochs", "batch_size", "timesteps", "log_every", "preview_every", "r1_every", "workers",
+                     "simulations", "replay_size", "update_every", "epoch_steps", "eval_games"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise GraphError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
-        for name in ("lr", "minutes", "checkpoint_minutes"):
+        for name in ("lr", "minutes", "checkpoint_minutes", "sample_reuse"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise GraphError(f"{name} must be a positive number, got {value}")
+        if not (math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
+            raise GraphError(f"r1_gamma must be 0 or more, got {self.r1_gamma}")
+        if not 0 <= self.style_mixing <= 1:
+            raise GraphError(f"style_mixing is a probability from 0 to 1, got {self.style_mixing}")
         if not 0 <= self.seed <= SEED_MAX:
             raise GraphError(f"seed must be from 0 to {SEED_MAX}, got {self.seed}")
-        if self.ema is None and self.task == "diffusion":
+        if self.ema is None and self.task in ("diffusion", "gan"):
             self.ema = 0.999
 
     def to_dict(self) -> dict:
@@ -109,6 +129,11 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # budget (bench_diffusion.py, unet_ddpm_small at 8x8 on 2 cores: 3 minutes, ~2,900-3,200 steps,
     # gave 80-83% of DDIM samples recognised as digits; the same model at 16x16, 1,800 steps, gave 60%)
     "diffusion": {"minutes": 3.0, "batch_size": 32},
+    # StyleGAN2's lr (its Adam, betas (0, 0.99), without weight decay or clipping, is the task's own) and
+    # batch 32 for more updates in a CPU budget (bench_generative.py measures stylegan2_digits with these)
+    "gan": {"minutes": 10.0, "batch_size": 32, "lr": 0.002},
+    # self-play makes its own data: train until the budget ends, at a constant lr after the warm-up
+    "alphazero": {"minutes": 10.0, "batch_size": 64, "lr": 0.002, "weight_decay": 1e-4, "schedule": "constant"},
 }
 """What the editor's Train panel starts from, per task (on top of ``TrainConfig``'s defaults)."""
 
@@ -177,6 +202,8 @@ class GraphIO:
 
 def check_task(doc: GraphDoc, task: str, dataset: Dataset | None = None) -> GraphIO:
     """Does the graph fit the task (and the dataset)? A ``GraphError`` says what does not."""
+    if task == "gan":
+        return check_gan(doc, dataset)
     io_ = GraphIO.of(doc)
     name = f"graph {doc.name!r}"
     if len(io_.outputs) != 1:
@@ -219,9 +246,60 @@ def check_task(doc: GraphDoc, task: str, dataset: Dataset | None = None) -> Grap
     return io_
 
 
+# ----------------------------------------------------------------------------- GAN documents
+def gan_part(doc: GraphDoc, name: str) -> GraphDoc:
+    """The subgraph ``name`` of a GAN document as a graph of its own (with the subgraphs it uses)."""
+    if name not in doc.subgraphs:
+        missing = [part for part in GAN_PARTS if part not in doc.subgraphs]
+        raise GraphError(f"graph {doc.name!r}: a GAN needs two subgraphs, 'generator' (z -> image) and "
+                         f"'discriminator' (image -> logit); it has no {' and no '.join(map(repr, missing))} "
+                         f"(group the nodes of each into a subgraph of that name)")
+    return standalone(doc, name)
+
+
+def check_gan(doc: GraphDoc, dataset: Dataset | None = None) -> GraphIO:
+    """A GAN document: a generator taking one float vector z and making samples (its first output),
+    a discriminator taking those samples to one logit, and data of the samples' shape. Returns the
+    discriminator's input and the generator's outputs: ``sample_shape`` is the samples' shape."""
+    generator, discriminator = (gan_part(doc, name) for name in GAN_PARTS)
+    g_io, d_io = GraphIO.of(generator), GraphIO.of(discriminator)
+    if len(g_io.inputs) != 1 or g_io.inputs[0][2] != "float32" or len(g_io.inputs[0][1]) != 1:
+        raise GraphError(f"graph {doc.name!r}: the generator must take one float32 input z of shape [Z], it takes "
+                         f"{[(n, list(s), d) for n, s, d in g_io.inputs]}")
+    if not g_io.outputs:
+        raise GraphError(f"graph {doc.name!r}: the generator has no output node")
+    made = g_io.outputs[0]
+    image_node = next(n.id for n in generator.nodes if n.type == "output")
+    if len(d_io.inputs) != 1:
+        raise GraphError(f"graph {doc.name!r}: the discriminator must have one input (the image), it has "
+                         f"{len(d_io.inputs)}")
+    d_name, d_shape, _ = d_io.inputs[0]
+    if d_shape != made:
+        raise GraphError(f"graph {doc.name!r}: the discriminator's input {d_name!r} takes {list(d_shape)}, but the "
+                         f"generator's output {image_node!r} makes {list(made)}: give {d_name!r} the shape "
+                         f"{list(made)}")
+    if len(d_io.outputs) != 1 or d_io.outputs[0] != (1,):
+        raise GraphError(f"graph {doc.name!r}: the discriminator must have one output of shape [1] (a logit), "
+                         f"it has {[list(o) for o in d_io.outputs]}")
+    if dataset is not None:
+        if tuple(dataset.x.shape[1:]) != made:
+            raise GraphError(f"dataset {dataset.name!r} has samples of shape {list(dataset.x.shape[1:])}, but the "
+                             f"generator's output {image_node!r} makes {list(made)}")
+        if dataset.kind == "images" and (dataset.x.min() < 0 or dataset.x.max() > 1):
+            raise GraphError(f"dataset {dataset.name!r}: a GAN expects image values in [0, 1], found "
+                             f"[{dataset.x.min():.3g}, {dataset.x.max():.3g}]")
+    return GraphIO([(d_name, made, "float32")], g_io.outputs)  # the data a GAN reads: the discriminator's input
+
+
 def guess_task(doc: GraphDoc, analysis: Analysis | None = None) -> Task:
     """The task a graph looks made for: a timestep input -> diffusion; output = input -> reconstruct.
-    ``analysis``: the graph's analysis, where one is at hand (an editor's), not to analyse it again."""
+    ``analysis``: the graph's analysis, where one is at hand (an editor's), not to analyse it again.
+    A task that the graph's ``meta.train`` recommends comes first."""
+    recommended = doc.meta.get("train", {}).get("task") if isinstance(doc.meta.get("train"), dict) else None
+    if recommended in TASKS:
+        return recommended
+    if all(part in doc.subgraphs for part in GAN_PARTS):
+        return "gan"
     io_ = GraphIO.of(doc, analysis)
     if len(io_.inputs) == 2 and any(shape == () for _, shape, _ in io_.inputs):
         return "diffusion"

@@ -156,13 +156,14 @@ def _job_main(kind: str, *args: Any) -> None:
 
 
 def _train_job(doc_json: str, config: dict, out: str | None, resume: str | None, emit, stop) -> None:
-    from graphcore.runtime.train import Trainer
+    from graphcore.runtime.train import Trainer, trainer_class
 
     if resume:
         trainer = Trainer.resume(resume, epochs=config.get("epochs"), minutes=config.get("minutes"),
                                  events=emit, stop_event=stop)
     else:
-        trainer = Trainer(loads(doc_json), TrainConfig.from_dict(config), out=out, events=emit, stop_event=stop)
+        settings = TrainConfig.from_dict(config)
+        trainer = trainer_class(settings.task)(loads(doc_json), settings, out=out, events=emit, stop_event=stop)
     trainer.fit()  # sends start … done itself
 
 

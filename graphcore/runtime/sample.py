@@ -1,9 +1,11 @@
-"""Sampling from a trained diffusion run (``netcanvas sample RUN_DIR`` on the command line).
+"""Sampling from a trained diffusion or GAN run (``netcanvas sample RUN_DIR`` on the command line).
 
 Writes ``OUT/grid.png`` and ``OUT/samples.npy`` (float32 (N, C, H, W) in [0, 1]); for a video
 graph ``samples.npy`` holds clips (N, C, T, H, W) and ``clip.gif`` shows them playing; for a run
 on vector data ``samples.npy`` holds points (N, D) in the data's own units and ``scatter.png``
-draws them over the data. Without
+draws them over the data. A GAN run samples its EMA generator (``psi`` < 1: truncation towards the
+mean style); ``interpolate=FRAMES`` draws, in place of ``n`` samples, the path between the seeds
+``seed`` and ``seed + 1`` (for a GAN a straight line in W, for diffusion the slerp between noises). Without
 an ``out`` folder the samples are kept in the run: ``RUN_DIR/samples/STAMP/`` (STAMP: the UTC
 time, ``YYYYmmdd-HHMMSS``, with ``-2``, ``-3``, … when that second already has a folder).
 """
@@ -19,8 +21,8 @@ import numpy as np
 import torch
 
 from graphcore.core.diagnostics import GraphError
-from graphcore.runtime import diffusion
-from graphcore.runtime.config import GraphIO
+from graphcore.runtime import diffusion, gan
+from graphcore.runtime.config import GraphIO, read_config
 from graphcore.runtime.devices import pick_device
 from graphcore.runtime.train import load_run, read_vectors
 
@@ -36,12 +38,19 @@ class SampleResult:
 
 def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, sampler: str = "ddim",
                steps: int = 50, n: int = 64, seed: int = 0, checkpoint: str = "last", device: str = "auto",
-               frames: int | None = None, overlap: int = 2,
+               frames: int | None = None, overlap: int = 2, psi: float = 1.0, interpolate: int | None = None,
                callback: diffusion.StepCallback | None = None) -> SampleResult:
-    """Draw ``n`` samples from a diffusion run and write them to ``out`` (default: a new
+    """Draw ``n`` samples from a diffusion or GAN run and write them to ``out`` (default: a new
     ``run_dir/samples/STAMP/`` folder)."""
     if n < 1:
         raise GraphError(f"n must be at least 1, got {n}")
+    if interpolate is not None and interpolate < 2:
+        raise GraphError(f"interpolate takes 2 frames or more, got {interpolate}")
+    if (Path(run_dir) / "config.json").is_file() and read_config(Path(run_dir) / "config.json").task == "gan":
+        return _sample_gan(run_dir, out, n=n, seed=seed, psi=psi, frames=interpolate, checkpoint=checkpoint,
+                           device=device, callback=callback)
+    if psi != 1.0:
+        raise GraphError(f"{run_dir}: truncation (psi) is for GAN runs; this one was trained for diffusion")
     model, config = load_run(run_dir, checkpoint=checkpoint, device=device)
     if config.task != "diffusion":
         raise GraphError(f"{run_dir}: this run was trained for {config.task!r}; sampling needs a diffusion run")
@@ -51,8 +60,13 @@ def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     net = diffusion.denoiser(model)
     vectors = read_vectors(run_dir)
     data_range = vectors[0] if vectors is not None else diffusion.DataRange()
+    if interpolate is not None and (vectors is not None or len(shape) != 3):
+        raise GraphError(f"{run_dir}: interpolation draws images; this run's samples have shape {list(shape)}")
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        if len(shape) == 4 and frames is not None and frames > shape[1]:
+        if interpolate is not None:
+            raw = diffusion.interpolate(net, shape, schedule, seed_a=seed, seed_b=seed + 1, frames=interpolate,
+                                        steps=steps, device=dev)
+        elif len(shape) == 4 and frames is not None and frames > shape[1]:
             raw = diffusion.sample_long_video(net, shape, schedule, frames=frames, overlap=overlap, n=n, steps=steps,
                                               sampler=sampler, seed=seed, device=dev, callback=callback)
         else:
@@ -73,6 +87,27 @@ def sample_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         diffusion.save_gif(samples, files[2])
     else:
         diffusion.save_grid(samples, files[1], scale=grid_scale(shape[-1]))
+    return SampleResult(samples, files, out)
+
+
+def _sample_gan(run_dir: str | os.PathLike, out: str | os.PathLike | None, *, n: int, seed: int, psi: float,
+                frames: int | None, checkpoint: str, device: str,
+                callback: diffusion.StepCallback | None) -> SampleResult:
+    """``n`` images of a GAN run's EMA generator, or ``frames`` along W between two seeds."""
+    generator = gan.load_generator(run_dir, checkpoint=checkpoint, device=device)
+    dev = pick_device(device)
+    if frames is not None:
+        images = gan.interpolate(generator.model, seed_a=seed, seed_b=seed + 1, frames=frames, psi=psi,
+                                 w_avg=generator.w_avg, device=dev)
+    else:
+        images = gan.generate(generator.model, n, seed=seed, psi=psi, w_avg=generator.w_avg, device=dev)
+    if callback is not None:  # one "step": the editor shows the grid as it shows a denoising step's
+        callback(0, 1, diffusion.to_model_range(images), diffusion.to_model_range(images))
+    samples = images.cpu().numpy().astype(np.float32)  # (N, C, H, W) in [0, 1]
+    out = _make_folder(Path(out)) if out is not None else new_samples_dir(run_dir)
+    files = [out / "samples.npy", out / "grid.png"]
+    np.save(files[0], samples)
+    diffusion.save_grid(samples, files[1], scale=grid_scale(samples.shape[-1]))
     return SampleResult(samples, files, out)
 
 

@@ -87,7 +87,16 @@ def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
 
 # ----------------------------------------------------------------------------- the trainer
 class Trainer:
-    """Trains one graph on one dataset into one run folder; see the module docstring."""
+    """Trains one graph on one dataset into one run folder; see the module docstring.
+
+    A task with its own loop (``gan``) subclasses it: ``_prepare_models``, ``_train_step``,
+    ``evaluate`` and the checkpoint hooks are what differ; the run folder, the time budget, events,
+    NaN handling and resuming are shared. ``trainer_class(task)`` says which class trains a task.
+    """
+
+    CHECKPOINT = LAST_PT  # what last.pt holds
+    FIGURES: tuple[str, ...] = ("loss", "correct")  # each step's figures in the device buffer; the first: NaN check
+    DROP_LAST = False  # whether an epoch leaves out a last, smaller batch
 
     def __init__(self, graph: GraphDoc | GraphModel, config: TrainConfig | None = None, *,
                  out: str | os.PathLike | None = None, events: EventSink | None = None,
@@ -121,8 +130,9 @@ class Trainer:
             raise GraphError(f"{run_dir} was trained for a time budget: give --minutes or --epochs to continue it")
         if device is not None:
             config.device = device
-        trainer = cls(load(run_dir / "graph.json"), config, out=run_dir, **kwargs)
-        trainer._resume_state = _load_checkpoint(run_dir / "last.pt", LAST_PT)
+        klass = trainer_class(config.task) if cls is Trainer else cls
+        trainer = klass(load(run_dir / "graph.json"), config, out=run_dir, **kwargs)
+        trainer._resume_state = _load_checkpoint(run_dir / "last.pt", klass.CHECKPOINT)
         return trainer
 
     # ------------------------------------------------------------------ setup
@@ -135,7 +145,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         io_ = check_task(self.doc, cfg.task)
         self.shape = io_.sample_shape(cfg.task)
-        self.data = load_dataset(cfg.dataset, self.shape, val_fraction=cfg.val_fraction)
+        self.data = self._load_data()
         check_task(self.doc, cfg.task, self.data)
         self.range = diffusion.DataRange.of(self.data)
         if self.world > 1 and not torch.distributed.is_initialized():
@@ -143,50 +153,68 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
             torch.distributed.init_process_group(backend)
-        if self.model is None:
-            self.model = compile(self.doc).init(seed=cfg.seed)
-        if cfg.init and self._resume_state is None:  # fine-tuning; a resumed run has its own weights
-            self.model.init(cfg.init)
-        self.schedule = diffusion.Schedule(cfg.beta_schedule, cfg.timesteps) if cfg.task == "diffusion" else None
         train_x, train_y = self.data.split("train")
-        self._preflight(train_x[:2])
         self.amp = amp_dtype(self.device, cfg.amp)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # the batch shape is fixed, so the autotuned kernels are reused
         self.channels_last = self.device.type == "cuda" and len(self.shape) in (3, 4)
-        layout = torch.channels_last if len(self.shape) == 3 else torch.channels_last_3d
-        self.model.to(self.device, memory_format=layout if self.channels_last else torch.preserve_format)
-        self.layout = layout
-        self.net: nn.Module = self.model
-        if self.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.ema else None
-        self.optimizer = self._optimizer()
+        self.layout = torch.channels_last if len(self.shape) == 3 else torch.channels_last_3d
+        self._prepare_models(train_x)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         # Samples on the device; shuffled orders come from (seed, epoch) so they need no saved state.
         self.train_x, self.train_y = train_x.to(self.device), train_y.to(self.device) if train_y is not None else None
         self.local_batch = max(1, cfg.batch_size // self.world)
         per_rank = math.ceil(len(train_x) / self.world)
-        self.steps_per_epoch = math.ceil(per_rank / self.local_batch)
+        batches = per_rank // self.local_batch if self.DROP_LAST else math.ceil(per_rank / self.local_batch)
+        self.steps_per_epoch = batches
+        if self.steps_per_epoch < 1:
+            raise GraphError(f"dataset {self.data.name!r}: {per_rank} training samples do not make one batch of "
+                             f"{self.local_batch}; use a smaller --batch-size")
         self._epoch_steps = cfg.epochs * self.steps_per_epoch if cfg.epochs is not None else None
         # before a step is measured, a budgeted run guesses its length (re-planned after the first step)
         self.total_steps = self._epoch_steps or DEFAULT_EPOCHS * self.steps_per_epoch
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + self.rank)
-        self._params = list(self.model.parameters())
-        self._ema_params = list(self.ema_model.parameters()) if self.ema_model is not None else []
         self._nan: tuple[float, int] | None = None  # (loss, step) of the first non-finite loss
-        self._buffer = torch.zeros(2, cfg.log_every, device=self.device)  # per-step loss, correct count
+        self._buffer = torch.zeros(len(self.FIGURES), cfg.log_every, device=self.device)  # per-step figures
         self._sizes: list[int] = []  # batch sizes of the steps not yet flushed
         self._lr: float | None = None
         self.step = self.epoch = self.batch = 0
-        self.partial = {"loss": 0.0, "correct": 0, "count": 0}
+        self.partial = self._new_partial()
         self.best: float | None = None
         self.elapsed = 0.0
         if self._resume_state is not None:
             self._restore(self._resume_state)
         elif self.main:
             self._create_run_dir()
+
+    def _load_data(self) -> Dataset:
+        cfg = self.config
+        return load_dataset(cfg.dataset, self.shape, val_fraction=cfg.val_fraction)
+
+    def _prepare_models(self, train_x: torch.Tensor) -> None:
+        """Compile (or take) the model, try it on two samples, move it to the device, wrap it for DDP,
+        and make its EMA copy and optimizer."""
+        cfg = self.config
+        if self.model is None:
+            self.model = compile(self.doc).init(seed=cfg.seed)
+        if cfg.init and self._resume_state is None:  # fine-tuning; a resumed run has its own weights
+            self.model.init(cfg.init)
+        self.schedule = diffusion.Schedule(cfg.beta_schedule, cfg.timesteps) if cfg.task == "diffusion" else None
+        self._preflight(train_x[:2])
+        self.model.to(self.device, memory_format=self.layout if self.channels_last else torch.preserve_format)
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.ema else None
+        self.optimizer = self._optimizer()
+        self._params = list(self.model.parameters())
+        self._ema_params = list(self.ema_model.parameters()) if self.ema_model is not None else []
+
+    @staticmethod
+    def _new_partial() -> dict:
+        """The running sums of an epoch's figures (saved in last.pt, so a resumed epoch adds up the same)."""
+        return {"loss": 0.0, "correct": 0, "count": 0}
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -210,6 +238,10 @@ class Trainer:
         write_atomic(self.run_dir / "graph.json", dumps(self.doc).encode())
         write_atomic(self.run_dir / "config.json", (json.dumps(self.config.to_dict(), indent=2) + "\n").encode())
         (self.run_dir / "metrics.jsonl").write_text("")
+        self._write_data_files()
+
+    def _write_data_files(self) -> None:
+        """What the run folder keeps of its data: for vector data, ``vectors.npz``."""
         if self.data.kind == "vectors":
             write_vectors(self.run_dir, self.range, reference_points(self.data))
 
@@ -223,11 +255,7 @@ class Trainer:
         x = x.to(next(self.model.parameters(), x).device)
         try:
             with torch.no_grad():
-                if self.schedule is not None:
-                    t = torch.tensor([0, self.schedule.timesteps - 1][:len(x)], device=x.device)
-                    diffusion.denoiser(self.model, self.doc)(self.range.to_model(x), t)
-                else:
-                    self.model(x)
+                self._trial(x)
         except GraphError:
             raise
         except Exception as exc:  # a shape the rules allowed but the modules refuse, an id out of range, …
@@ -235,6 +263,14 @@ class Trainer:
                              f"{one_line(f'{type(exc).__name__}: {exc}')[:300]}") from None
         finally:
             self.model.train(training)
+
+    def _trial(self, x: torch.Tensor) -> None:
+        """The preflight's forward pass on ``x`` (a diffusion graph at the first and the last timestep)."""
+        if self.schedule is not None:
+            t = torch.tensor([0, self.schedule.timesteps - 1][:len(x)], device=x.device)
+            diffusion.denoiser(self.model, self.doc)(self.range.to_model(x), t)
+        else:
+            self.model(x)
 
     # ------------------------------------------------------------------ one batch
     def _forward(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
@@ -277,7 +313,7 @@ class Trainer:
         self._emit({"type": "start", "run_dir": str(self.run_dir), "epochs": cfg.epochs, "minutes": cfg.minutes,
                     "step": self.step, "total_steps": self.total_steps, "device": str(self.device), "task": cfg.task})
         status, message = "finished", ""
-        self._window: list[float] = []  # losses since the last "step" event
+        self._window: list[dict[str, float]] = []  # the steps' figures since the last "step" event
         self._saved_at = start
         try:
             while cfg.epochs is None or self.epoch < cfg.epochs:
@@ -326,7 +362,7 @@ class Trainer:
 
     def _val_summary(self) -> str:
         val = self.last_metrics.get("val", {})
-        return ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k in ("loss", "accuracy"))
+        return ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k in ("loss", "accuracy", "judge_acc"))
 
     def _check_in(self, start: float, bar) -> str | None:
         """After each step: read the losses back when due, save ``last.pt`` when ``checkpoint_minutes``
@@ -361,18 +397,18 @@ class Trainer:
         """Read the losses of the steps since the last flush (one host sync), add them to the
         epoch's figures, send "step" events; True (and ``self._nan``) if one was not finite."""
         n, sizes = len(self._sizes), self._sizes
-        values = self._buffer[:, :n].tolist()  # [[loss per step], [correct per step]]
+        values = self._buffer[:, :n].tolist()  # [[loss per step], [correct per step]] (or a task's FIGURES)
         self._sizes = []
         first = self.step - n  # the step count before the window
-        for i, (loss_value, correct, size) in enumerate(zip(values[0], values[1], sizes)):
+        for i, size in enumerate(sizes):
+            figures = {name: row[i] for name, row in zip(self.FIGURES, values)}
+            loss_value = values[0][i]
             if not math.isfinite(loss_value):
                 self.step, self.batch = first + i, self.batch - (n - i)
                 self._nan = (loss_value, first + i + 1)
                 return True
-            self.partial["loss"] += loss_value * size
-            self.partial["correct"] += int(correct)
-            self.partial["count"] += size
-            self._window.append(loss_value)
+            self._accumulate(figures, size)
+            self._window.append(figures)
             if len(self._window) >= self.config.log_every:
                 self._step_event(first + i + 1, bar)
         if self._window and self._event_due():
@@ -383,10 +419,18 @@ class Trainer:
             bar.update(n)
         return False
 
+    def _accumulate(self, figures: dict[str, float], size: int) -> None:
+        """Add one step's figures (a batch of ``size``) to the epoch's sums."""
+        self.partial["loss"] += figures["loss"] * size
+        self.partial["correct"] += int(figures["correct"])
+        self.partial["count"] += size
+
     def _step_event(self, step: int, bar) -> None:
-        """A "step" event with the mean loss since the last one, the current lr, the plan and the ETA."""
-        mean, lr = sum(self._window) / len(self._window), self.optimizer.param_groups[0]["lr"]
-        self._emit({"type": "step", "step": step, "epoch": self.epoch, "loss": mean, "lr": lr,
+        """A "step" event with the mean loss (and a task's other figures) since the last one, the
+        current lr, the plan and the ETA."""
+        means = {name: _mean([f[name] for f in self._window]) for name in self.FIGURES if name != "correct"}
+        mean, lr = means["loss"], self.optimizer.param_groups[0]["lr"]
+        self._emit({"type": "step", "step": step, "epoch": self.epoch, **means, "lr": lr,
                     "total_steps": self.total_steps, "eta": self._eta()})
         if bar is not None:
             bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}", refresh=False)
@@ -491,10 +535,7 @@ class Trainer:
 
     def _end_epoch(self, start: float) -> None:
         began = time.monotonic()
-        count = max(1, self.partial["count"])
-        train = {"loss": self.partial["loss"] / count}
-        if self.config.task == "classify":
-            train["accuracy"] = self.partial["correct"] / count
+        train = self._train_figures()
         if self.world > 1:  # average the ranks' epoch figures
             values = torch.tensor(list(train.values()), dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(values)
@@ -503,8 +544,8 @@ class Trainer:
         self.last_metrics = {"train": train, "val": val}
         self.epoch += 1
         self.batch = 0
-        self.partial = {"loss": 0.0, "correct": 0, "count": 0}
-        score = val["loss"]
+        self.partial = self._new_partial()
+        score = self._score(val)
         improved = self.best is None or score < self.best
         if improved:
             self.best = score
@@ -521,6 +562,18 @@ class Trainer:
             if self.events is not None and self.epoch % self.config.preview_every == 0:
                 self._preview()
         self._end_cost = time.monotonic() - began
+
+    def _train_figures(self) -> dict[str, float]:
+        """The epoch's training figures from its sums: mean loss (and accuracy)."""
+        count = max(1, self.partial["count"])
+        train = {"loss": self.partial["loss"] / count}
+        if self.config.task == "classify":
+            train["accuracy"] = self.partial["correct"] / count
+        return train
+
+    def _score(self, val: dict[str, float]) -> float:
+        """What best.pt minimises: the validation loss."""
+        return val["loss"]
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -555,8 +608,7 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        state = self._weights() | {
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+        state = self._weights() | self._optimizer_states() | {
             "step": self.step, "epoch": self.epoch, "batch": self.batch, "partial": dict(self.partial),
             "best": self.best, "rng": rng, "elapsed": self.elapsed + time.monotonic() - start,
             "total_steps": self.total_steps, "config": self.config.to_dict(),
@@ -564,6 +616,9 @@ class Trainer:
         self._save(self.run_dir / "last.pt", state)
         self._saved_step, self._saved_at = self.step, time.monotonic()
         self._emit({"type": "checkpoint", "path": str(self.run_dir / "last.pt"), "step": self.step})
+
+    def _optimizer_states(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
 
     @staticmethod
     def _save(path: Path, state: dict) -> None:
@@ -706,6 +761,12 @@ class Trainer:
         return result
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of the finite values (a figure that a step did not compute is NaN), or NaN if none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
 def reference_points(data: Dataset, count: int = REFERENCE_POINTS) -> torch.Tensor:
     """About ``count`` training points, evenly spread over the split (a file may be sorted): what
     samples of vector data are drawn over."""
@@ -803,12 +864,28 @@ def _layout_problem(state: Any, layout: dict[str, type | tuple[type, ...]]) -> s
     return None
 
 
+def trainer_class(task: str) -> type[Trainer]:
+    """The class whose loop trains ``task``: the GAN's own (``runtime/gan.py``), AlphaZero's self-play
+    (``runtime/selfplay.py``), or the Trainer's."""
+    if task == "gan":
+        from graphcore.runtime.gan import GanTrainer  # it builds on this module
+
+        return GanTrainer
+    if task == "alphazero":
+        from graphcore.runtime.selfplay import SelfPlayTrainer  # it builds on this module
+
+        return SelfPlayTrainer
+    return Trainer
+
+
 def train(graph: GraphDoc | GraphModel | str, config: TrainConfig | None = None, **kwargs) -> TrainResult:
-    """``Trainer(graph, config, **kwargs).fit()``; ``graph`` may be a file or a template name."""
+    """Train ``graph`` (a file or a template name too) with the loop of ``config.task``: the result of
+    ``fit()``."""
     if isinstance(graph, str | os.PathLike):
         from graphcore.core.gallery import open_graph
         graph = open_graph(graph)
-    return Trainer(graph, config, **kwargs).fit()
+    config = config or TrainConfig()
+    return trainer_class(config.task)(graph, config, **kwargs).fit()
 
 
 def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", ema: bool = True,

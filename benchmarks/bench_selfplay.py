@@ -1,0 +1,154 @@
+"""AlphaZero by self-play, as a user trains it, then measured against fixed opponents; and self-play
+throughput with the batching Inferencer against the same workers each calling its own model.
+
+    .venv/bin/python benchmarks/bench_selfplay.py [--only tictactoe|connect4|throughput]
+        [--ttt-minutes 10] [--c4-minutes 30] [--seconds 60] [--workers 2] [--tp-workers 8]
+        [--simulations 100] [--keep DIR]
+
+``tictactoe``: ``alphazero_tictactoe`` trained with ``--task alphazero`` (the Train panel's defaults,
+``task_config("alphazero")``) for ``--ttt-minutes``, then its agent (``gc.load_agent``, MCTS with
+``--simulations`` per move, no noise) plays 100 games against the perfect player (50 as each side)
+and 100 against the random one. Goal: no loss against perfect play, >= 95 % wins against random.
+
+``connect4``: ``alphazero_connect4`` for ``--c4-minutes``, then 100 games against random and 100
+against a depth-2 minimax (each game opens with two random plies so that the deterministic players
+meet in different positions). Goal: >= 90 % wins against random, >= 60 % against minimax.
+
+``throughput``: self-play processes (the tic-tac-toe and connect4 templates, untrained, self-play
+search) for ``--seconds`` each way: leaves evaluated by one Inferencer (batched across the workers),
+then by a copy of the model in each worker (``LocalEvaluator``, no batching across workers). Two
+setups: ``--tp-workers`` (8) processes sending one leaf a request, as the issue's "unbatched"
+workers, and the training setup (``--workers``, 8 leaves a request, batched within each worker too).
+Figures: positions per second each way, their ratio (goal >= 2x), and the Inferencer's mean batch
+size. No timed asserts: the figures are printed with the load average (the machine may be shared:
+wall-time figures are then pessimistic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import graphcore as gc
+from graphcore.runtime.config import task_config
+from graphcore.runtime.games import GAMES, Game
+from graphcore.runtime.games.opponents import minimax_agent, perfect_agent, play_match, random_agent
+from graphcore.runtime.mcts import Evaluate, SearchConfig
+from graphcore.runtime.selfplay import LocalEvaluator, WorkerPool, selfplay_search
+from graphcore.runtime.serving import Inferencer
+from graphcore.runtime.train import train
+
+GAMES_PER_MATCH = 100
+SIMULATIONS = 50  # per move in the throughput runs
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def trained_agent(template: str, minutes: float, out: Path, args: argparse.Namespace) -> gc.GameAgent:
+    """``template`` trained by self-play for ``minutes`` (the Train panel's alphazero defaults)."""
+    config = task_config("alphazero", minutes=minutes, workers=args.workers, device=args.device)
+    began = time.monotonic()
+    result = train(template, config, out=out, progress=True)
+    print(f"  trained {result.step} steps in {time.monotonic() - began:.0f} s: {result.message}  (load {load()})")
+    return gc.load_agent(out, simulations=args.simulations)
+
+
+def match(name: str, agent, opponent, game: Game, random_plies: int = 0) -> float:
+    """Prints the agent's record against ``opponent`` over ``GAMES_PER_MATCH`` games; its win share."""
+    began = time.monotonic()
+    result = play_match(agent, opponent, game, n=GAMES_PER_MATCH, seed=1, random_plies=random_plies)
+    print(f"  vs {name:<10} won {result.wins:3d}, drew {result.draws:3d}, lost {result.losses:3d} "
+          f"(score {result.score:.2f}; {time.monotonic() - began:.0f} s, load {load()})")
+    return result.wins / result.games
+
+
+def bench_tictactoe(args: argparse.Namespace, scratch: Path) -> None:
+    game = GAMES["tictactoe"]
+    print(f"tictactoe: alphazero_tictactoe, {args.ttt_minutes:g} min of self-play, {args.workers} workers")
+    agent = trained_agent("alphazero_tictactoe", args.ttt_minutes, scratch / "tictactoe", args)
+    began = time.monotonic()
+    perfect = play_match(agent, perfect_agent(game, seed=1), game, n=GAMES_PER_MATCH, seed=1)
+    print(f"  vs perfect    won {perfect.wins:3d}, drew {perfect.draws:3d}, lost {perfect.losses:3d} "
+          f"({time.monotonic() - began:.0f} s)   goal: lost 0 -> {'met' if perfect.losses == 0 else 'NOT met'}")
+    wins = match("random", agent, random_agent(game, seed=1), game)
+    print(f"  goal: >= 95 % wins vs random -> {'met' if wins >= 0.95 else 'NOT met'} ({wins:.0%})")
+
+
+def bench_connect4(args: argparse.Namespace, scratch: Path) -> None:
+    game = GAMES["connect4"]
+    print(f"connect4: alphazero_connect4, {args.c4_minutes:g} min of self-play, {args.workers} workers")
+    agent = trained_agent("alphazero_connect4", args.c4_minutes, scratch / "connect4", args)
+    vs_random = match("random", agent, random_agent(game, seed=1), game, random_plies=2)
+    vs_minimax = match("minimax2", agent, minimax_agent(game, 2, seed=1), game, random_plies=2)
+    print(f"  goals: >= 90 % wins vs random -> {'met' if vs_random >= 0.9 else 'NOT met'} ({vs_random:.0%}); "
+          f">= 60 % vs depth-2 minimax -> {'met' if vs_minimax >= 0.6 else 'NOT met'} ({vs_minimax:.0%})")
+
+
+def positions_per_second(evaluators: Callable[[], Evaluate], game: Game, workers: int, leaf_batch: int,
+                         seconds: float) -> float:
+    """Positions the self-play workers play per second over ``seconds`` (after their first game)."""
+    search = dataclasses.replace(selfplay_search(game, SIMULATIONS), leaf_batch=leaf_batch)
+    with WorkerPool(evaluators, game, search, workers, seed=0) as pool:
+        while not pool.poll(1.0):  # the processes start (imports) before anything is timed
+            pass
+        began, positions = time.monotonic(), 0
+        while time.monotonic() - began < seconds:
+            positions += sum(record.moves for record in pool.poll(1.0))
+        return positions / (time.monotonic() - began)
+
+
+def bench_throughput(args: argparse.Namespace, scratch: Path) -> None:
+    print(f"throughput: self-play workers, {SIMULATIONS} simulations per move, {args.seconds:g} s each way")
+    setups = ((args.tp_workers, 1), (args.workers, SearchConfig().leaf_batch))  # (workers, leaves per request)
+    for template, game_name in (("alphazero_tictactoe", "tictactoe"), ("alphazero_connect4", "connect4")):
+        game, model = GAMES[game_name], gc.compile(gc.template(template)).init(seed=0).eval()
+        for workers, leaf_batch in setups:
+            with Inferencer(model, max_batch=64) as inferencer:
+                served = positions_per_second(inferencer.create_client, game, workers, leaf_batch, args.seconds)
+                batch = inferencer.stats()["mean_batch"]
+            load_served = load()
+            own = positions_per_second(functools.partial(LocalEvaluator, model), game, workers, leaf_batch,
+                                       args.seconds)
+            print(f"  {game_name:<10} {workers} workers, {leaf_batch} leaves a request: Inferencer {served:6.1f} "
+                  f"positions/s (mean batch {batch:.1f}, load {load_served}); own model per worker {own:6.1f} "
+                  f"positions/s (load {load()}); ratio {served / own:.2f}x (goal >= 2x)")
+
+
+BENCHES = {"tictactoe": bench_tictactoe, "connect4": bench_connect4, "throughput": bench_throughput}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(BENCHES))
+    parser.add_argument("--ttt-minutes", type=float, default=10.0)
+    parser.add_argument("--c4-minutes", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=60.0, help="throughput: seconds each way")
+    parser.add_argument("--workers", type=int, default=2, help="self-play processes in training (and throughput)")
+    parser.add_argument("--tp-workers", type=int, default=8,
+                        help="throughput: processes that each send one leaf a request")
+    parser.add_argument("--simulations", type=int, default=100, help="the trained agent's simulations per move")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process in the matches (one: the machine may be shared)")
+    parser.add_argument("--keep", type=Path, help="keep the run folders here (default: a scratch folder)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"load average at the start: {load()}")
+    with tempfile.TemporaryDirectory(prefix="bench-selfplay-") as tmp:
+        scratch = args.keep or Path(tmp)
+        for name, bench in BENCHES.items():
+            if args.only in (None, name):
+                bench(args, scratch)
+
+
+if __name__ == "__main__":
+    main()
