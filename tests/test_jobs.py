@@ -102,3 +102,26 @@ def test_a_sampling_job_previews_each_step(diffusion_run):
     folder = Path(events[-1]["folder"])  # no folder given: a new one inside the run
     assert events[-1]["status"] == "finished" and folder.parent == run / "samples"
     assert (folder / "samples.npy").exists() and str(folder / "grid.png") in events[-1]["files"]
+
+
+@pytest.mark.slow
+def test_an_alphazero_job_starts_its_self_play_workers(tmp_path):
+    """A job's process may start processes of its own (the self-play workers, their Inferencer)."""
+    import graphcore as gc
+
+    config = TrainConfig(task="alphazero", game="tictactoe", epochs=1, epoch_steps=4, eval_games=2, simulations=8,
+                         batch_size=16, log_every=2, workers=2)
+    events = collect(start_training(gc.template("alphazero_tictactoe"), config, out=tmp_path / "run"))
+    assert events[-1]["type"] == "done", events[-1]
+    assert any(e["type"] == "step" for e in events) and (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_jobs_still_running_at_exit_are_stopped_then_killed(tmp_path, monkeypatch):
+    from graphcore.runtime import jobs
+
+    job = start_training(tiny_classifier(), TrainConfig(epochs=1000, batch_size=64), out=tmp_path / "run")
+    next(job.events(timeout=120))  # started
+    monkeypatch.setattr(jobs, "EXIT_GRACE", 0.5)
+    jobs._end_jobs()
+    assert job.join(10) is not None and not job.running

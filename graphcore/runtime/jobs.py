@@ -10,16 +10,21 @@ arrives as ``error`` with its message and traceback; a process that dies without
 out of memory, a crash in native code) is noticed here and reported as ``error`` too.
 
 The process is started with ``spawn`` (a fresh interpreter: safe next to the editor's threads
-and event loop) and gets the graph as JSON, never a pickled module.
+and event loop) and gets the graph as JSON, never a pickled module. It is not daemonic, since a job
+may start processes of its own (an AlphaZero run's self-play workers and Inferencer, DDP's ranks),
+which a daemonic process may not; so when the editor's process exits, ``_end_jobs`` asks every job
+still running to stop (a training job saves its checkpoint) and kills the ones still there seconds later.
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import queue as queue_module
 import time
 import traceback
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +33,23 @@ from graphcore.core.document import GraphDoc, dumps, loads
 from graphcore.runtime.config import TrainConfig
 
 TERMINAL = ("done", "error")
+
+
+_LIVE: weakref.WeakSet[Job] = weakref.WeakSet()  # the jobs started by this process
+EXIT_GRACE = 10.0  # seconds the jobs get to stop when the editor's process exits
+
+
+@atexit.register
+def _end_jobs() -> None:
+    """At exit: stop the jobs still running, then kill those that did not stop in time. (Python would
+    otherwise wait for their non-daemonic processes to end by themselves.)"""
+    running = [job for job in list(_LIVE) if job.running]
+    for job in running:
+        job.stop()
+    deadline = time.monotonic() + EXIT_GRACE
+    for job in running:
+        job.join(max(0.0, deadline - time.monotonic()))
+        job.kill()
 
 
 class Job:
@@ -39,8 +61,9 @@ class Job:
         self._queue = ctx.Queue()
         self._stop = ctx.Event()
         self._process = ctx.Process(target=_job_main, args=(kind, *target_args, self._queue, self._stop),
-                                    name=f"netcanvas-{kind}", daemon=True)
+                                    name=f"netcanvas-{kind}", daemon=False)
         self._process.start()
+        _LIVE.add(self)
         self._finished = False
         self.last_event: dict | None = None
 
