@@ -5,10 +5,11 @@ throughput with the batching Inferencer against the same workers each calling it
         [--ttt-minutes 10] [--c4-minutes 30] [--seconds 60] [--workers 2] [--tp-workers 8]
         [--simulations 100] [--keep DIR]
 
-``tictactoe``: ``alphazero_tictactoe`` trained with ``--task alphazero`` (the Train panel's defaults,
-``task_config("alphazero")``) for ``--ttt-minutes``, then its agent (``gc.load_agent``, MCTS with
-``--simulations`` per move, no noise) plays 100 games against the perfect player (50 as each side)
-and 100 against the random one. Goal: no loss against perfect play, >= 95 % wins against random.
+``tictactoe``: the README's line ``netcanvas train alphazero_tictactoe --task alphazero …``, run as
+written in a scratch folder (its ``--minutes`` replaced by ``--ttt-minutes``, default 10: the same),
+then its agent (``gc.load_agent``, MCTS with ``--simulations`` per move, no noise) plays 100 games
+against the perfect player (50 as each side) and 100 against the random one. Goal: no loss against
+perfect play, >= 95 % wins against random.
 
 ``connect4``: ``alphazero_connect4`` for ``--c4-minutes``, then 100 games against random and 100
 against a depth-2 minimax (each game opens with two random plies so that the deterministic players
@@ -29,12 +30,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import shlex
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_diffusion import readme_lines, with_minutes
 
 import graphcore as gc
 from graphcore.runtime.config import task_config
@@ -46,6 +51,7 @@ from graphcore.runtime.serving import Inferencer
 from graphcore.runtime.train import train
 
 GAMES_PER_MATCH = 100
+README_TRAIN = "netcanvas train alphazero_tictactoe"
 SIMULATIONS = 50  # per move in the throughput runs
 
 
@@ -71,10 +77,24 @@ def match(name: str, agent, opponent, game: Game, random_plies: int = 0) -> floa
     return result.wins / result.games
 
 
+def readme_trained_agent(minutes: float, scratch: Path, args: argparse.Namespace) -> gc.GameAgent:
+    """The README's tic-tac-toe line run as written in ``scratch`` (its budget: ``minutes``); the agent of its run."""
+    [argv] = readme_lines((README_TRAIN,))
+    argv = with_minutes(argv, minutes)
+    print("$", shlex.join(argv), flush=True)
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "graphcore.cli", *argv[1:]], cwd=scratch, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"exit {done.returncode}: {done.stderr.strip()[-2000:]}")
+    print(f"  {done.stdout.strip().splitlines()[-1]} ({time.monotonic() - began:.0f} s, load {load()})", flush=True)
+    return gc.load_agent(scratch / argv[argv.index("--out") + 1], simulations=args.simulations)
+
+
 def bench_tictactoe(args: argparse.Namespace, scratch: Path) -> None:
     game = GAMES["tictactoe"]
-    print(f"tictactoe: alphazero_tictactoe, {args.ttt_minutes:g} min of self-play, {args.workers} workers")
-    agent = trained_agent("alphazero_tictactoe", args.ttt_minutes, scratch / "tictactoe", args)
+    print(f"tictactoe: alphazero_tictactoe, {args.ttt_minutes:g} min of self-play (README.md's line)")
+    agent = readme_trained_agent(args.ttt_minutes, scratch, args)
     began = time.monotonic()
     perfect = play_match(agent, perfect_agent(game, seed=1), game, n=GAMES_PER_MATCH, seed=1)
     print(f"  vs perfect    won {perfect.wins:3d}, drew {perfect.draws:3d}, lost {perfect.losses:3d} "

@@ -6,8 +6,11 @@ import io
 import json
 import multiprocessing as mp
 import os
+import shlex
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,3 +249,16 @@ def test_netcanvas_play_can_let_the_agent_open(run_dir, monkeypatch, capsys):
     assert main(["play", str(run_dir), "--first", "agent", "--simulations", "8"]) == 0
     out = capsys.readouterr().out
     assert "you play o, the agent x" in out and out.count("agent plays cell") == 1
+
+
+def test_the_readme_play_line_runs_as_written(run_dir, tmp_path, monkeypatch, capsys):
+    """README.md's ``netcanvas play`` line, exactly as written, on a run at its path (an untrained one)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [line] = [text.split("#")[0].strip() for text in readme.splitlines() if text.startswith("netcanvas play ")]
+    argv = shlex.split(line)
+    shutil.copytree(run_dir, tmp_path / argv[2])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("4\n"))
+    assert main(argv[1:]) == 0
+    out = capsys.readouterr().out
+    assert "you play x, the agent o" in out and out.count("agent plays cell") == 1

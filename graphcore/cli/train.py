@@ -12,7 +12,7 @@ from pathlib import Path
 from graphcore.cli.arguments import float_between, nonempty_path, positive_float, positive_int, seed
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.gallery import open_graph
-from graphcore.runtime.config import DEFAULT_LR, TASKS, TrainConfig, check_task, guess_task
+from graphcore.runtime.config import DEFAULT_LR, TASK_DEFAULTS, TASKS, TrainConfig, check_task, guess_task
 from graphcore.runtime.data import load_dataset
 from graphcore.runtime.games import GAMES
 from graphcore.runtime.train import Trainer, check_out_dir, free_run_dir, trainer_class
@@ -58,6 +58,13 @@ _FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed", 
                     "style_mixing")
 
 
+def task_settings(task: str) -> dict:
+    """The task's own settings that the Train panel starts from (``TASK_DEFAULTS``: an AlphaZero run's
+    lr, weight decay and constant schedule, a GAN's batch and lr), so that a run from the command line
+    trains as one from the editor; its budget is the command line's own (10 epochs unless given)."""
+    return {key: value for key, value in TASK_DEFAULTS.get(task, {}).items() if key not in ("epochs", "minutes")}
+
+
 def train_command(args: argparse.Namespace) -> int:
     """``netcanvas train``: prints one line at the end; exit 1 on a NaN loss."""
     rank = int(os.environ.get("RANK", 0))
@@ -69,7 +76,8 @@ def train_command(args: argparse.Namespace) -> int:
         doc = open_graph(args.graph)
         options = {name: getattr(args, name) for name in CONFIG_OPTIONS}
         options = {k: v for k, v in options.items() if v is not None}
-        config = TrainConfig(task=args.task or guess_task(doc), **options)
+        task = args.task or guess_task(doc)
+        config = TrainConfig(task=task, **(task_settings(task) | options))
         if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
             shape = check_task(doc, config.task).sample_shape(config.task)
             check_task(doc, config.task, load_dataset(config.dataset, shape, val_fraction=config.val_fraction))
