@@ -11,10 +11,10 @@ with DDIM-50 as a sampling job. ``--minutes`` replaces the README's / the panel'
 the output). The time budget is the Trainer's: wall time, the lr schedule planned over it.
 
 Goal: >= 80% of the DDIM samples recognised with > 0.9 confidence, all 10 classes present.
-The judge is a CNN trained in this run on the digits plus as many images that are no digit
-(blurred and plain noise, two digits on top of each other, shuffled pixels, digits drowned in
-noise) as an eleventh class, so that noise and mush do not count as digits; it is checked on
-blurred noise (the floor, should be ~0%) and on held-out real digits (the ceiling) first.
+The judge is the runtime's digits judge (``graphcore/runtime/judge.py``: a CNN trained on the digits
+plus as many images that are no digit as an eleventh class, so that noise and mush do not count as
+digits); it is checked on blurred noise (the floor, should be ~0%) and on held-out real digits (the
+ceiling) first.
 Each figure comes with the wall time, the CPU time of the child processes and the load average
 (the machine may be shared: wall-time figures are then pessimistic).
 """
@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,69 +38,13 @@ import graphcore as gc
 from graphcore.runtime.config import task_config
 from graphcore.runtime.data import load_dataset
 from graphcore.runtime.jobs import start_sampling, start_training
+from graphcore.runtime.judge import CONFIDENCE, NO_DIGIT, Judge, blurred_noise, digits_judge
 
 ROOT = Path(__file__).resolve().parent.parent
 README_LINES = ("netcanvas train unet_ddpm_small", "netcanvas sample runs/ddpm")
 
 
-NO_DIGIT = 10  # the judge's eleventh class: an image that is no digit
 JUDGE_SIZE = (16, 16)  # samples of another size are resized to it
-
-
-class Judge(torch.nn.Module):
-    """A small CNN for 1x16x16 images with 11 classes: the ten digits and "no digit"."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten())
-        self.head = torch.nn.Sequential(torch.nn.Linear(64 * 4 * 4, 128), torch.nn.ReLU(), torch.nn.Dropout(0.3),
-                                        torch.nn.Linear(128, NO_DIGIT + 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def no_digits(digits: torch.Tensor, seed: int) -> torch.Tensor:
-    """As many images that are no digit as ``digits`` holds, of the kinds an undertrained or broken
-    sampler draws: blurred noise, plain noise, two digits on top of each other, a digit with its
-    pixels shuffled, a digit drowned in noise."""
-    g = torch.Generator().manual_seed(seed)
-    n = len(digits)
-    other = digits[torch.randperm(n, generator=g)]
-    shuffled = digits.flatten(1)[:, torch.randperm(digits[0].numel(), generator=g)].view_as(digits)
-    kinds = [blurred_noise(n, kernel=int(torch.randint(2, 7, (), generator=g)), seed=seed),
-             torch.rand(digits.shape, generator=g),
-             torch.maximum(digits, other.flip(-1)),
-             shuffled,
-             (digits + 0.6 * torch.randn(digits.shape, generator=g)).clamp(0, 1)]
-    pick = torch.randint(len(kinds), (n,), generator=g)
-    return torch.stack([kinds[k][i] for i, k in enumerate(pick.tolist())])
-
-
-def train_judge(epochs: int = 30) -> tuple[Judge, float, float]:
-    """The judge, trained on digits at 16x16 (the split the runs train on) plus as many no-digit
-    images; its accuracy on held-out digits and on held-out no-digit images."""
-    data = load_dataset("digits", (1, *JUDGE_SIZE))
-    (x_train, y_train), (x_val, y_val) = data.split("train"), data.split("val")
-    torch.manual_seed(0)
-    judge = Judge()
-    optimizer = torch.optim.AdamW(judge.parameters(), lr=2e-3)
-    for epoch in range(epochs):
-        x = torch.cat([x_train, no_digits(x_train, seed=epoch)])
-        y = torch.cat([y_train, torch.full((len(x_train),), NO_DIGIT)])
-        judge.train()
-        for batch in torch.randperm(len(x)).split(64):
-            loss = torch.nn.functional.cross_entropy(judge(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    judge.eval()
-    with torch.no_grad():
-        digits_right = (judge(x_val).argmax(1) == y_val).float().mean().item()
-        rejected = (judge(no_digits(x_val, seed=10_000)).argmax(1) == NO_DIGIT).float().mean().item()
-    return judge, digits_right, rejected
 
 
 def readme_lines(starts: tuple[str, ...]) -> list[list[str]]:
@@ -187,26 +130,13 @@ def _last_event(job) -> dict:
     return events[-1]
 
 
-def blurred_noise(n: int, kernel: int = 5, seed: int = 0) -> torch.Tensor:
-    """Blobs of noise in [0, 1]: what an undertrained model draws."""
-    noise = torch.randn(n, 1, 15 + kernel, 15 + kernel, generator=torch.Generator().manual_seed(seed))
-    blobs = torch.nn.functional.avg_pool2d(noise, kernel, stride=1)
-    return (blobs / blobs.flatten(1).std(1).view(-1, 1, 1, 1) * 0.5 + 0.3).clamp(0, 1)
-
-
-def judge_samples(classifier: Callable, samples: torch.Tensor, name: str) -> None:
-    if samples.shape[-2:] != JUDGE_SIZE:  # as the dataset resizes the 8x8 scans: bilinear
-        samples = torch.nn.functional.interpolate(samples, size=JUDGE_SIZE, mode="bilinear",
-                                                  align_corners=False).clamp(0, 1)
-    with torch.no_grad():
-        probs = classifier(samples).softmax(dim=1)  # (N, 11)
-    confidence, label = probs.max(dim=1)
-    confident = (confidence > 0.9) & (label != NO_DIGIT)
-    counts = Counter(label[confident].tolist())
-    print(f"{name}: recognised with > 0.9 confidence: {confident.float().mean().item():.1%} of {len(samples)} "
-          f"(goal >= 80%); classes covered {sum(1 for c in range(10) if counts.get(c, 0) > 0)}/10 (goal 10); "
+def judge_samples(judge: Judge, samples: torch.Tensor, name: str) -> None:
+    verdict = judge(samples)
+    counts = Counter(verdict.labels[(verdict.confidence > CONFIDENCE) & (verdict.labels != NO_DIGIT)].tolist())
+    print(f"{name}: recognised with > {CONFIDENCE} confidence: {verdict.recognised:.1%} of {len(samples)} "
+          f"(goal >= 80%); classes covered {verdict.classes}/10 (goal 10); "
           f"per class: " + ", ".join(f"{c}:{counts.get(c, 0)}" for c in range(10))
-          + f"; judged no digit: {(label == NO_DIGIT).sum().item()}", flush=True)
+          + f"; judged no digit: {(verdict.labels == NO_DIGIT).sum().item()}", flush=True)
 
 
 def main() -> None:
@@ -223,10 +153,9 @@ def main() -> None:
         print(f"budget replaced: {args.minutes:g} min instead of the README's / the panel's", flush=True)
 
     start = time.monotonic()
-    classifier, digits_right, rejected = train_judge()
-    print(f"judge: {digits_right:.1%} of held-out digits right, {rejected:.1%} of held-out no-digit images "
-          f"rejected ({time.monotonic() - start:.0f} s)", flush=True)
-    judge_samples(classifier, blurred_noise(args.samples), "floor: blurred noise, no digit at all")
+    classifier = digits_judge(JUDGE_SIZE)
+    print(f"judge: {classifier.accuracy:.1%} of held-out digits right ({time.monotonic() - start:.0f} s)", flush=True)
+    judge_samples(classifier, blurred_noise(args.samples, JUDGE_SIZE), "floor: blurred noise, no digit at all")
     judge_samples(classifier, load_dataset("digits", (1, *JUDGE_SIZE)).split("val")[0][:args.samples],
                   "ceiling: held-out real digits")
     paths = {"readme": lambda work: readme_path(work, args.minutes),
