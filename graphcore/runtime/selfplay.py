@@ -392,6 +392,14 @@ class SelfPlayTrainer(Trainer):
                 bar.close()
             restore_signals()
 
+    def _finish_budget(self, start: float) -> TrainResult:
+        """The time budget is used: the last stretch ends as a (partial) epoch, its matches played."""
+        if self.batch > 0:
+            self._end_epoch(start)
+        return self._finish("finished", f"finished: time budget of {self.config.minutes:g} min used, "
+                                        f"{self.step} steps, {self.counts['games']} games: "
+                                        f"{self._val_summary()}; run in {self.run_dir}", start)
+
     def _loop(self, start: float, bar: Any) -> TrainResult:
         cfg = self.config
         while cfg.epochs is None or self.epoch < cfg.epochs:
@@ -405,18 +413,8 @@ class SelfPlayTrainer(Trainer):
                     self.batch += 1
                     self._after_step(start, bar)
                     stop_reason = self._stop_reason_now()
-                if stop_reason == "time" and cfg.epochs is None:
-                    if self.batch > 0:
-                        self._end_epoch(start)
-                    return self._finish("finished", f"finished: time budget of {cfg.minutes:g} min used, "
-                                                    f"{self.step} steps, {self.counts['games']} games: "
-                                                    f"{self._val_summary()}; run in {self.run_dir}", start)
                 if stop_reason is not None:
-                    status = "time_limit" if stop_reason == "time" else "stopped"
-                    self._save_last(start)
-                    why = f"time budget of {cfg.minutes:g} min used" if status == "time_limit" else stop_reason
-                    return self._finish(status, f"stopped at step {self.step} (epoch {self.epoch + 1}): {why}; "
-                                                f"saved {self.run_dir / 'last.pt'}", start)
+                    return self._stopped(stop_reason, start)
             self._end_epoch(start)
         return self._finish("finished", f"finished {cfg.epochs} epochs ({self.step} steps, {self.counts['games']} "
                                         f"games): {self._val_summary()}; run in {self.run_dir}", start)

@@ -330,14 +330,8 @@ class Trainer:
                     if stop_reason == "nan":
                         loss_value, at = self._nan or (float("nan"), self.step + 1)  # (another rank's NaN)
                         return self._finish("nan", self._nan_message(loss_value, at), start)
-                    if stop_reason == "time" and cfg.epochs is None:  # the planned end of a budgeted run
-                        return self._finish_budget(start)
                     if stop_reason is not None:
-                        status = "time_limit" if stop_reason == "time" else "stopped"
-                        self._save_last(start)
-                        why = f"time budget of {cfg.minutes:g} min used" if status == "time_limit" else stop_reason
-                        return self._finish(status, f"stopped at step {self.step} (epoch {self.epoch + 1}): {why}; "
-                                                    f"saved {self.run_dir / 'last.pt'}", start)
+                        return self._stopped(stop_reason, start)
                 self._end_epoch(start)
             message = (f"finished {cfg.epochs} epochs ({self.step} steps): val {self._val_summary()}; "
                        f"run in {self.run_dir}")
@@ -351,6 +345,18 @@ class Trainer:
             restore_signals()
             if self.world > 1 and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
+
+    def _stopped(self, stop_reason: str, start: float) -> TrainResult:
+        """The end of a run before its last epoch: the planned end of a budgeted run, or a stop (a
+        budget that also had epochs, a stop request, a signal) after saving ``last.pt``."""
+        cfg = self.config
+        if stop_reason == "time" and cfg.epochs is None:
+            return self._finish_budget(start)
+        status = "time_limit" if stop_reason == "time" else "stopped"
+        self._save_last(start)
+        why = f"time budget of {cfg.minutes:g} min used" if status == "time_limit" else stop_reason
+        return self._finish(status, f"stopped at step {self.step} (epoch {self.epoch + 1}): {why}; "
+                                    f"saved {self.run_dir / 'last.pt'}", start)
 
     def _finish_budget(self, start: float) -> TrainResult:
         """The time budget is used: the last stretch is evaluated as a (partial) epoch, then the run is done."""
