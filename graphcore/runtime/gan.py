@@ -40,11 +40,11 @@ from graphcore.core.compiler import GraphModel, compile
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import load
 from graphcore.runtime import diffusion
-from graphcore.runtime.config import TrainConfig, gan_part, read_config
+from graphcore.runtime.config import TrainConfig, gan_part
 from graphcore.runtime.data import Dataset
 from graphcore.runtime.devices import pick_device
 from graphcore.runtime.judge import digits_judge
-from graphcore.runtime.train import LAST_PT, WEIGHTS_PT, Trainer, _load_checkpoint, lr_factor
+from graphcore.runtime.train import LAST_PT, WEIGHTS_PT, Trainer, _load_checkpoint, lr_factor, run_checkpoint
 
 BETAS = (0.0, 0.99)  # StyleGAN2's Adam
 W_AVG_BETA = 0.995  # how slowly the mean style follows the mapping's outputs
@@ -329,11 +329,7 @@ class GanGenerator:
 def load_generator(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: str = "cpu") -> GanGenerator:
     """The EMA generator of a GAN run (and ``w_avg``), in eval mode on ``device``."""
     run_dir = Path(run_dir)
-    path = run_dir / f"{checkpoint}.pt"
-    for needed in (run_dir / "graph.json", run_dir / "config.json", path):
-        if not needed.exists():
-            raise GraphError(f"{run_dir}: not a finished run folder (no {needed.name})")
-    config = read_config(run_dir / "config.json")
+    config, path = run_checkpoint(run_dir, checkpoint)
     if config.task != "gan":
         raise GraphError(f"{run_dir}: this run was trained for {config.task!r}, not as a GAN")
     state = _load_checkpoint(path, WEIGHTS_PT | {"ema": dict, "w_avg": torch.Tensor})

@@ -894,15 +894,21 @@ def train(graph: GraphDoc | GraphModel | str, config: TrainConfig | None = None,
     return trainer_class(config.task)(graph, config, **kwargs).fit()
 
 
-def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", ema: bool = True,
-             device: str = "cpu") -> tuple[GraphModel, TrainConfig]:
-    """The model of a run (EMA weights where the run kept them) and its config."""
-    run_dir = Path(run_dir)
+def run_checkpoint(run_dir: Path, checkpoint: str) -> tuple[TrainConfig, Path]:
+    """A finished run folder's config and the path of its ``checkpoint`` (``last``, ``best``); one
+    line naming the file that is missing."""
     path = run_dir / f"{checkpoint}.pt"
     for needed in (run_dir / "graph.json", run_dir / "config.json", path):
         if not needed.exists():
             raise GraphError(f"{run_dir}: not a finished run folder (no {needed.name})")
-    config = read_config(run_dir / "config.json")
+    return read_config(run_dir / "config.json"), path
+
+
+def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", ema: bool = True,
+             device: str = "cpu") -> tuple[GraphModel, TrainConfig]:
+    """The model of a run (EMA weights where the run kept them) and its config."""
+    run_dir = Path(run_dir)
+    config, path = run_checkpoint(run_dir, checkpoint)
     state = _load_checkpoint(path, WEIGHTS_PT)
     model = compile(load(run_dir / "graph.json"))
     model._load_checked(state["ema"] if ema and "ema" in state else state["model"], str(path))
