@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from graphcore.core import limits
 from graphcore.core.analysis import Analysis
+from graphcore.core.document import GraphDoc
 from graphcore.core.limits import Limits
 from graphcore.core.synthetic import residual_tower
 
@@ -96,3 +97,13 @@ def test_repeated_layers_take_known_results_and_still_report_their_own_problems(
     assert {d.node_id for d in analysis.diagnostics if "more than the 1,000" in d.message} == {
         f"b{i}_conv{j}" for i in range(6) for j in (1, 2)}
     same_as_fresh(analysis)
+
+
+def test_params_with_any_text_a_user_typed_make_a_signature():
+    """A list param (unhashable) with a lone surrogate in a string beside it: no JSON for the memo's key."""
+    doc = GraphDoc.model_validate({"name": "g", "nodes": [
+        {"id": "x", "type": "input", "params": {"shape": [7], "name": "\ud800"}},
+        {"id": "y", "type": "output"}], "edges": [{"src": "x", "dst": "y"}]})
+    analysis = Analysis(doc)
+    assert [d.node_id for d in analysis.diagnostics] == ["x"]  # its name, said as a problem
+    assert analysis.shapes()[("x", "out")] == (None, 7)

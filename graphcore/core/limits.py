@@ -66,8 +66,8 @@ def signature(spec: BlockSpec[Any], params: Params) -> tuple:
     key: tuple = (spec.type, tuple(params.__dict__.values()))
     try:
         hash(key)
-    except TypeError:  # a list value (kernel sizes, a shape) cannot be hashed: the params' JSON stands in
-        key = (spec.type, params.model_dump_json())
+    except TypeError:  # a list value (kernel sizes, a shape) cannot be hashed: its text stands in (any string
+        key = (spec.type, repr(key[1]))  # a user typed, lone surrogates too: JSON would refuse those)
     return key
 
 
