@@ -44,7 +44,7 @@ from graphcore.runtime.config import TrainConfig, gan_part
 from graphcore.runtime.data import Dataset
 from graphcore.runtime.devices import pick_device
 from graphcore.runtime.judge import digits_judge
-from graphcore.runtime.train import LAST_PT, WEIGHTS_PT, Trainer, _load_checkpoint, lr_factor, run_checkpoint
+from graphcore.runtime.train import LAST_PT, WEIGHTS_PT, Trainer, _load_checkpoint, run_checkpoint
 
 BETAS = (0.0, 0.99)  # StyleGAN2's Adam
 W_AVG_BETA = 0.995  # how slowly the mean style follows the mapping's outputs
@@ -171,12 +171,7 @@ class GanTrainer(Trainer):
         """A discriminator step (with R1 every ``r1_every``), a generator step, the EMA and ``w_avg``;
         the losses go to the device buffer like the Trainer's."""
         cfg = self.config
-        lr = cfg.lr * lr_factor(self.step, self.total_steps, cfg.warmup, cfg.schedule)
-        if lr != self._lr:
-            for optimizer in (self.optimizer, self.optimizer_d):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            self._lr = lr
+        self._schedule_lr(self.optimizer, self.optimizer_d)
         real = self.range.to_model(self.train_x[idx])  # (B, C, H, W) in [-1, 1]
         if self.channels_last:
             real = real.contiguous(memory_format=self.layout)

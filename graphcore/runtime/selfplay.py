@@ -60,7 +60,7 @@ from graphcore.runtime.games.opponents import (
 )
 from graphcore.runtime.mcts import AlphaZeroSearch, Evaluate, SearchConfig
 from graphcore.runtime.serving import InferenceError, Inferencer
-from graphcore.runtime.train import LAST_PT, Trainer, check_out_dir, lr_factor
+from graphcore.runtime.train import LAST_PT, Trainer, check_out_dir
 from graphcore.runtime.workspace import timestamp
 
 log = logging.getLogger(__name__)
@@ -452,11 +452,7 @@ class SelfPlayTrainer(Trainer):
     def _selfplay_step(self) -> float:
         """One optimizer step on a batch from the replay buffer; its loss."""
         cfg = self.config
-        lr = cfg.lr * lr_factor(self.step, self.total_steps, cfg.warmup, cfg.schedule)
-        if lr != self._lr:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self._lr = lr
+        self._schedule_lr(self.optimizer)
         planes, target_policy, target_value = (t.to(self.device) for t in self.buffer.sample(cfg.batch_size,
                                                                                             self.generator))
         self.model.train()

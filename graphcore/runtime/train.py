@@ -480,15 +480,21 @@ class Trainer:
             order = torch.cat([order, order[:padded - n]])[self.rank::self.world]
         return order.to(self.device)
 
+    def _schedule_lr(self, *optimizers: torch.optim.Optimizer) -> None:
+        """Give ``optimizers`` this step's lr from the schedule, where it changed."""
+        cfg = self.config
+        lr = cfg.lr * lr_factor(self.step, self.total_steps, cfg.warmup, cfg.schedule)
+        if lr != self._lr:
+            for optimizer in optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            self._lr = lr
+
     def _train_step(self, idx: torch.Tensor) -> None:
         """One optimizer step; its loss (and correct count) go to a preallocated buffer on the
         device, read back by ``_flush`` every ``log_every`` steps rather than synced each step."""
         cfg = self.config
-        lr = cfg.lr * lr_factor(self.step, self.total_steps, cfg.warmup, cfg.schedule)
-        if lr != self._lr:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self._lr = lr
+        self._schedule_lr(self.optimizer)
         x = self.train_x[idx]  # (B, *shape)
         y = self.train_y[idx] if self.train_y is not None else None
         loss, correct = self._forward(self.net, x, y, self.generator)
