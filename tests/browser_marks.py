@@ -10,6 +10,12 @@ import time
 from collections.abc import Callable
 
 import pytest
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
+from selenium.webdriver.common.by import By
 
 os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
 
@@ -29,6 +35,17 @@ def wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met")
+
+
+def clicked(screen, xpath: str) -> bool:
+    """Click the element at ``xpath`` if it takes the click now: a dialog that is still growing in
+    (Quasar's opening transition) has its buttons under its own rows for a moment. Use it as
+    ``screen.wait_for(lambda: clicked(screen, xpath))``."""
+    try:
+        screen.selenium.find_element(By.XPATH, xpath).click()
+    except (NoSuchElementException, ElementClickInterceptedException, StaleElementReferenceException):
+        return False
+    return True
 
 
 # A point of the empty pane inside the canvas (where a drag pans instead of moving a block), or null.

@@ -4,7 +4,7 @@ chromium-driver): what only a browser can show. Failures leave a screenshot in s
 from __future__ import annotations
 
 import pytest
-from browser_marks import BROWSER
+from browser_marks import BROWSER, clicked
 from selenium.webdriver import ActionChains, ChromeOptions
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -145,9 +145,8 @@ def test_context_menu_groups_a_node_and_double_click_opens_it(screen):
     items = [e.text for e in screen.selenium.find_elements(By.CSS_SELECTOR, ".nc-menu-item")]
     assert items == ["Rename…", "Duplicate", "Group into subgraph…", "Delete"]
     screen.selenium.find_element(By.CSS_SELECTOR, '.nc-menu-item[data-action="group"]').click()
-    screen.wait_for(lambda: screen.selenium.find_elements(By.XPATH, "//div[contains(@class, 'q-dialog')]//button"))
-    screen.selenium.find_element(  # the dialog's button (its name field is filled in: block_1)
-        By.XPATH, "//div[contains(@class, 'q-dialog')]//button[normalize-space() = 'Group']").click()
+    # The dialog's button (its name field is filled in: block_1), once the dialog has grown in.
+    screen.wait_for(lambda: clicked(screen, "//div[contains(@class, 'q-dialog')]//button[normalize-space() = 'Group']"))
     wait_nodes(screen, 14)  # c3 became block_1
     screen.wait_for(lambda: "subgraph:block_1" in node(screen, "block_1").text)
     assert face_colours(screen, "a3") == (rgb(categories.get("activation").colour), "rgb(255, 255, 255)")

@@ -7,12 +7,7 @@ the shortcut list and the menu of a box selection go to the screenshots folder."
 from __future__ import annotations
 
 import pytest
-from browser_marks import BROWSER
-from selenium.common.exceptions import (
-    ElementClickInterceptedException,
-    NoSuchElementException,
-    StaleElementReferenceException,
-)
+from browser_marks import BROWSER, clicked
 from selenium.webdriver import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -101,16 +96,6 @@ def selected(screen) -> set[str]:
 
 def menu_items(screen) -> list[str]:
     return [e.text for e in screen.selenium.find_elements(By.CSS_SELECTOR, ".nc-menu-item")]
-
-
-def clicked(screen, xpath: str) -> bool:
-    """Click the element at ``xpath`` once it takes the click: a dialog that is still growing in
-    (Quasar's opening transition) has its buttons under its own rows for a moment."""
-    try:
-        screen.selenium.find_element(By.XPATH, xpath).click()
-    except (NoSuchElementException, ElementClickInterceptedException, StaleElementReferenceException):
-        return False
-    return True
 
 
 def group_from_the_menu(screen, node_id: str) -> str:
