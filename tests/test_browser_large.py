@@ -5,8 +5,11 @@ the screenshots folder."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from browser_marks import BROWSER, EMPTY_POINT, wait
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -140,3 +143,17 @@ def test_a_paste_longer_than_one_websocket_message_arrives_whole(big):
     assert len(session.doc.edges) == edges + copied_edges  # the whole message: every block and edge copied
     assert screen.selenium.execute_script("return document.getElementById('too_long_message_popup').ariaHidden") in (
         "true", True)
+    # The canvas draws what arrived; then the page is left, so that the browser is not still busy
+    # with 6,006 blocks when the next test opens its page.
+    started = time.monotonic()
+    wait(lambda: canvas_count(screen) == 2 * 3003, 60)
+    print(f"the canvas drew the paste {time.monotonic() - started:.1f} s after the document had it")
+    screen.selenium.get("about:blank")
+
+
+def canvas_count(screen) -> int | None:
+    """How many blocks the canvas holds, or None while its page is too busy to answer."""
+    try:
+        return screen.selenium.execute_script(f"return {FLOW}?.nodes.value.length")
+    except TimeoutException:
+        return None

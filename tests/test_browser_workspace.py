@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser_marks import BROWSER, wait
+from browser_marks import BROWSER, clicked, wait
 from selenium.webdriver import ActionChains, ChromeOptions
 from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
@@ -69,10 +69,8 @@ def test_reload_after_opening_a_template_keeps_it(workspace: Workspace, screen):
     open_page(screen, 14)
     vgg = len(gc.template("vgg11").nodes)
     screen.click("Templates")
-    screen.wait(0.6)  # the dialog's opening animation: a click before its end misses the card
-    card = screen.selenium.find_element(
-        By.XPATH, "//div[contains(@class, 'q-dialog')]//div[normalize-space() = 'vgg11']")
-    ActionChains(screen.selenium).move_to_element(card).click().perform()
+    # Clicked once the dialog's opening animation lets the card take the click.
+    wait(lambda: clicked(screen, "//div[contains(@class, 'q-dialog')]//div[normalize-space() = 'vgg11']"))
     wait(lambda: node_count(screen) == vgg)
     assert title(screen) == "vgg11"
     autosaved()  # no edit after the load: the load itself is autosaved
