@@ -1,8 +1,8 @@
-"""AlphaZero by self-play, as a user trains it, then measured against fixed opponents; and self-play
-throughput with the batching Inferencer against the same workers each calling its own model.
+"""AlphaZero and MuZero by self-play, as a user trains them, then measured against fixed opponents; and
+self-play throughput with the batching Inferencer against the same workers each calling its own model.
 
-    .venv/bin/python benchmarks/bench_selfplay.py [--only tictactoe|connect4|throughput]
-        [--ttt-minutes 10] [--c4-minutes 30] [--seconds 60] [--workers 2] [--tp-workers 8]
+    .venv/bin/python benchmarks/bench_selfplay.py [--only tictactoe|connect4|muzero|throughput]
+        [--ttt-minutes 10] [--c4-minutes 30] [--mz-minutes 15] [--seconds 60] [--workers 2] [--tp-workers 8]
         [--simulations 100] [--keep DIR]
 
 ``tictactoe``: the README's line ``netcanvas train alphazero_tictactoe --task alphazero …``, run as
@@ -14,6 +14,12 @@ perfect play, >= 95 % wins against random.
 ``connect4``: ``alphazero_connect4`` for ``--c4-minutes``, then 100 games against random and 100
 against a depth-2 minimax (each game opens with two random plies so that the deterministic players
 meet in different positions). Goal: >= 90 % wins against random, >= 60 % against minimax.
+
+``muzero``: the README's line ``netcanvas train muzero_tictactoe --task muzero …``, run as written in
+a scratch folder (its ``--minutes`` replaced by ``--mz-minutes``, default 15: the same), then its agent
+(MuZero's search over its learned model, ``--simulations`` per move) plays 100 games against random
+and 100 against the perfect player (50 as each side). Goal: >= 90 % wins against random, <= 10 %
+losses against perfect play.
 
 ``throughput``: self-play processes (the tic-tac-toe and connect4 templates, untrained, self-play
 search) for ``--seconds`` each way: leaves evaluated by one Inferencer (batched across the workers),
@@ -52,6 +58,7 @@ from graphcore.runtime.train import train
 
 GAMES_PER_MATCH = 100
 README_TRAIN = "netcanvas train alphazero_tictactoe"
+README_MUZERO = "netcanvas train muzero_tictactoe"
 SIMULATIONS = 50  # per move in the throughput runs
 
 
@@ -77,9 +84,10 @@ def match(name: str, agent, opponent, game: Game, random_plies: int = 0) -> floa
     return result.wins / result.games
 
 
-def readme_trained_agent(minutes: float, scratch: Path, args: argparse.Namespace) -> gc.GameAgent:
-    """The README's tic-tac-toe line run as written in ``scratch`` (its budget: ``minutes``); the agent of its run."""
-    [argv] = readme_lines((README_TRAIN,))
+def readme_trained_agent(start: str, minutes: float, scratch: Path, args: argparse.Namespace) -> gc.GameAgent:
+    """The README's line that begins with ``start``, run as written in ``scratch`` (its budget: ``minutes``);
+    the agent of its run."""
+    [argv] = readme_lines((start,))
     argv = with_minutes(argv, minutes)
     print("$", shlex.join(argv), flush=True)
     began = time.monotonic()
@@ -94,7 +102,7 @@ def readme_trained_agent(minutes: float, scratch: Path, args: argparse.Namespace
 def bench_tictactoe(args: argparse.Namespace, scratch: Path) -> None:
     game = GAMES["tictactoe"]
     print(f"tictactoe: alphazero_tictactoe, {args.ttt_minutes:g} min of self-play (README.md's line)")
-    agent = readme_trained_agent(args.ttt_minutes, scratch, args)
+    agent = readme_trained_agent(README_TRAIN, args.ttt_minutes, scratch, args)
     began = time.monotonic()
     perfect = play_match(agent, perfect_agent(game, seed=1), game, n=GAMES_PER_MATCH, seed=1)
     print(f"  vs perfect    won {perfect.wins:3d}, drew {perfect.draws:3d}, lost {perfect.losses:3d} "
@@ -111,6 +119,20 @@ def bench_connect4(args: argparse.Namespace, scratch: Path) -> None:
     vs_minimax = match("minimax2", agent, minimax_agent(game, 2, seed=1), game, random_plies=2)
     print(f"  goals: >= 90 % wins vs random -> {'met' if vs_random >= 0.9 else 'NOT met'} ({vs_random:.0%}); "
           f">= 60 % vs depth-2 minimax -> {'met' if vs_minimax >= 0.6 else 'NOT met'} ({vs_minimax:.0%})")
+
+
+def bench_muzero(args: argparse.Namespace, scratch: Path) -> None:
+    game = GAMES["tictactoe"]
+    print(f"muzero: muzero_tictactoe, {args.mz_minutes:g} min of self-play (README.md's line)")
+    agent = readme_trained_agent(README_MUZERO, args.mz_minutes, scratch, args)
+    wins = match("random", agent, random_agent(game, seed=1), game)
+    began = time.monotonic()
+    perfect = play_match(agent, perfect_agent(game, seed=1), game, n=GAMES_PER_MATCH, seed=1)
+    losses = perfect.losses / perfect.games
+    print(f"  vs perfect    won {perfect.wins:3d}, drew {perfect.draws:3d}, lost {perfect.losses:3d} "
+          f"({time.monotonic() - began:.0f} s, load {load()})")
+    print(f"  goals: >= 90 % wins vs random -> {'met' if wins >= 0.9 else 'NOT met'} ({wins:.0%}); "
+          f"<= 10 % losses vs perfect -> {'met' if losses <= 0.1 else 'NOT met'} ({losses:.0%})")
 
 
 def positions_per_second(evaluators: Callable[[], Evaluate], game: Game, workers: int, leaf_batch: int,
@@ -143,7 +165,8 @@ def bench_throughput(args: argparse.Namespace, scratch: Path) -> None:
                   f"positions/s (load {load()}); ratio {served / own:.2f}x (goal >= 2x)")
 
 
-BENCHES = {"tictactoe": bench_tictactoe, "connect4": bench_connect4, "throughput": bench_throughput}
+BENCHES = {"tictactoe": bench_tictactoe, "connect4": bench_connect4, "muzero": bench_muzero,
+           "throughput": bench_throughput}
 
 
 def main() -> None:
@@ -151,6 +174,7 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(BENCHES))
     parser.add_argument("--ttt-minutes", type=float, default=10.0)
     parser.add_argument("--c4-minutes", type=float, default=30.0)
+    parser.add_argument("--mz-minutes", type=float, default=15.0, help="muzero: minutes of self-play")
     parser.add_argument("--seconds", type=float, default=60.0, help="throughput: seconds each way")
     parser.add_argument("--workers", type=int, default=2, help="self-play processes in training (and throughput)")
     parser.add_argument("--tp-workers", type=int, default=8,

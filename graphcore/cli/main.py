@@ -90,7 +90,7 @@ def templates_command(args: argparse.Namespace) -> int:
 
 command("train", "train a graph on a dataset into a run folder (runs/NAME)", add_train_arguments)(train_command)
 command("sample", "draw samples from a trained diffusion or GAN run", add_sample_arguments)(sample_command)
-command("play", "play a game against a trained alphazero run in the terminal", add_play_arguments)(play_command)
+command("play", "play a game against a trained alphazero or muzero run", add_play_arguments)(play_command)
 command("export", "write a graph as standalone Python or verified ONNX", add_export_arguments)(export_command)
 command("import", "open an ONNX model or a PyTorch module as a graph and its weights",
         add_import_arguments)(import_command)

@@ -1,4 +1,4 @@
-"""``netcanvas play runs/NAME``: a game against a trained AlphaZero run in the terminal.
+"""``netcanvas play runs/NAME``: a game against a trained AlphaZero or MuZero run in the terminal.
 
 The board is drawn as text; the user types a move (a cell in tic-tac-toe, a column in connect4,
 counted from 0 as the numbers beside or under the board show) and the agent answers with its
@@ -19,7 +19,7 @@ SHOWN_MOVES = 3  # the agent's most probable moves printed with its answer
 
 
 def add_play_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=nonempty_path, help="an alphazero run folder (runs/NAME)")
+    parser.add_argument("run", type=nonempty_path, help="an alphazero or muzero run folder (runs/NAME)")
     parser.add_argument("--simulations", type=positive_int,
                         help="MCTS simulations per agent move (default: as in the run's self-play)")
     parser.add_argument("--first", choices=("you", "agent"), default="you", help="who plays x, the first move")

@@ -44,18 +44,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes (DistributedDataParallel under torchrun)")
     parser.add_argument("--device", help="auto (default): CUDA, then MPS, then CPU")
     parser.add_argument("--game", choices=sorted(GAMES),
-                        help="alphazero: the game to learn (default: the one the graph's meta names)")
-    parser.add_argument("--workers", type=positive_int, help="alphazero: self-play processes (default 2)")
-    parser.add_argument("--simulations", type=positive_int, help="alphazero: MCTS simulations per move (default 50)")
+                        help="alphazero, muzero: the game to learn (default: the one the graph's meta names)")
+    parser.add_argument("--workers", type=positive_int, help="alphazero, muzero: self-play processes (default 2)")
+    parser.add_argument("--simulations", type=positive_int,
+                        help="alphazero, muzero: MCTS simulations per move (default 50)")
+    parser.add_argument("--unroll-steps", type=positive_int,
+                        help="muzero: steps unrolled through the dynamics in training (default 5)")
+    parser.add_argument("--td-steps", type=positive_int,
+                        help="muzero: rewards in a value target before it bootstraps (default 9)")
     parser.add_argument("--out", type=nonempty_path,
                         help="run folder (default runs/GRAPH_NAME): new, empty, or a run with no checkpoint yet")
 
 
 CONFIG_OPTIONS = ("dataset", "epochs", "minutes", "batch_size", "lr", "optimizer", "seed", "device", "init",
-                  "checkpoint_minutes", "game", "workers", "simulations", "r1_gamma", "style_mixing")
+                  "checkpoint_minutes", "game", "workers", "simulations", "r1_gamma", "style_mixing", "unroll_steps",
+                  "td_steps")
 """The arguments that go into the run's ``TrainConfig`` as they are."""
 _FIXED_ON_RESUME = ("task", "dataset", "batch_size", "lr", "optimizer", "seed", "init", "game", "r1_gamma",
-                    "style_mixing")
+                    "style_mixing", "unroll_steps", "td_steps")
 
 
 def task_settings(task: str) -> dict:

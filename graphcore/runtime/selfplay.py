@@ -124,6 +124,10 @@ class GameRecord:
     values: np.ndarray  # (N,) float32, the outcome from the side to move's view
     moves: int  # positions played (before the symmetries)
 
+    def __len__(self) -> int:
+        """The samples it holds (positions times symmetries)."""
+        return len(self.values)
+
 
 def play_selfplay_game(game: Game, search: AlphaZeroSearch) -> GameRecord:
     """Plays one game against itself with ``search``; its positions as samples (``GameRecord``)."""
@@ -142,43 +146,65 @@ def play_selfplay_game(game: Game, search: AlphaZeroSearch) -> GameRecord:
                       np.asarray(values, dtype=np.float32), len(seen))
 
 
-class ReplayBuffer:
-    """The last ``capacity`` samples, in a ring; what the trainer draws its batches from."""
+class SampleRing:
+    """The last ``capacity`` samples, in a ring of one tensor per field (``fields``: name -> the shape
+    of one sample and its dtype); what a self-play trainer draws its batches from."""
 
-    def __init__(self, capacity: int, game: Game):
+    def __init__(self, capacity: int, fields: dict[str, tuple[tuple[int, ...], torch.dtype]]):
         self.capacity = capacity
-        self.planes = torch.zeros((capacity, *game.planes_shape), dtype=torch.uint8)
-        self.policies = torch.zeros((capacity, game.num_moves))
-        self.values = torch.zeros(capacity)
+        self.fields = {name: torch.zeros((capacity, *shape), dtype=dtype) for name, (shape, dtype) in fields.items()}
         self.size = self.next = 0
 
-    def add(self, record: GameRecord) -> None:
-        """The game's samples, in place of the oldest once the buffer is full."""
-        n = min(len(record.values), self.capacity)
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, record: Any) -> None:
+        """A game's record (the task's kind) as samples."""
+        raise NotImplementedError
+
+    def add_samples(self, samples: dict[str, np.ndarray]) -> None:
+        """Samples (one array per field, the same length each), in place of the oldest once the ring is full."""
+        n = min(len(next(iter(samples.values()))), self.capacity)
         idx = (self.next + torch.arange(n)) % self.capacity  # (n,)
-        self.planes[idx] = torch.from_numpy(record.planes[-n:])
-        self.policies[idx] = torch.from_numpy(record.policies[-n:])
-        self.values[idx] = torch.from_numpy(record.values[-n:])
+        for name, tensor in self.fields.items():
+            tensor[idx] = torch.from_numpy(samples[name][-n:]).to(tensor.dtype)
         self.next = (self.next + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n`` samples drawn uniformly with replacement: planes (n, 3, H, W) float, policies, values."""
+    def draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``n`` samples drawn uniformly with replacement, one tensor per field."""
         idx = torch.randint(self.size, (n,), generator=generator)
-        return self.planes[idx].float(), self.policies[idx], self.values[idx]
+        return {name: tensor[idx] for name, tensor in self.fields.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"planes": self.planes[:self.size].clone(), "policies": self.policies[:self.size].clone(),
-                "values": self.values[:self.size].clone(), "next": self.next}
+        return {name: tensor[:self.size].clone() for name, tensor in self.fields.items()} | {"next": self.next}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The buffer that ``state_dict`` saved; ValueError if it held more than this one's capacity."""
-        size = len(state["values"])
+        """The ring that ``state_dict`` saved; ValueError if it held more than this one's capacity."""
+        size = len(state[next(iter(self.fields))])
         if size > self.capacity:
             raise ValueError(f"the saved replay buffer holds {size} samples, more than its capacity {self.capacity}")
-        self.planes[:size], self.policies[:size], self.values[:size] = (
-            state["planes"], state["policies"], state["values"])
+        for name, tensor in self.fields.items():
+            tensor[:size] = state[name]
         self.size, self.next = size, int(state["next"]) % self.capacity
+
+
+class ReplayBuffer(SampleRing):
+    """AlphaZero's samples: planes (uint8), the search's policy, the game's outcome."""
+
+    def __init__(self, capacity: int, game: Game):
+        super().__init__(capacity, {"planes": (game.planes_shape, torch.uint8),
+                                    "policies": ((game.num_moves,), torch.float32), "values": ((), torch.float32)})
+        self.planes, self.policies, self.values = (self.fields[k] for k in ("planes", "policies", "values"))
+
+    def add(self, record: GameRecord) -> None:
+        """The game's samples, in place of the oldest once the buffer is full."""
+        self.add_samples({"planes": record.planes, "policies": record.policies, "values": record.values})
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` samples drawn uniformly with replacement: planes (n, 3, H, W) float, policies, values."""
+        drawn = self.draw(n, generator)
+        return drawn["planes"].float(), drawn["policies"], drawn["values"]
 
 
 # ----------------------------------------------------------------------------- workers
@@ -203,15 +229,27 @@ class LocalEvaluator:
         return self._evaluate(planes)
 
 
+Player = Callable[[Game, Any, SearchConfig, int], Callable[[], Any]]
+"""A worker's self-play: (game, its Inferencer client or local evaluator, search, seed) -> a function
+that plays one game and returns its record (a ``GameRecord``, or another task's). Picklable: a
+module-level function (or a partial of one), since it travels to the worker process."""
+
+
+def alphazero_player(game: Game, evaluate: Evaluate, search: SearchConfig, seed: int) -> Callable[[], GameRecord]:
+    """AlphaZero's self-play: ``AlphaZeroSearch`` over the rules, leaves evaluated by ``evaluate``."""
+    searcher = AlphaZeroSearch(game, evaluate, search, seed=seed)
+    return lambda: play_selfplay_game(game, searcher)
+
+
 def _worker_main(evaluate: Evaluate, game_name: str, search: SearchConfig, seed: int, conn: Connection,
-                 stop: Any) -> None:
+                 stop: Any, player: Player) -> None:
     """A self-play worker: plays games until ``stop`` is set, sending each over ``conn``."""
     torch.set_num_threads(1)  # the Inferencer does the heavy lifting; many workers share few cores
     game = get_game(game_name)
-    player = AlphaZeroSearch(game, evaluate, search, seed=seed)
+    play_one = player(game, evaluate, search, seed)
     try:
         while not stop.is_set():
-            conn.send(play_selfplay_game(game, player))
+            conn.send(play_one())
     except (InferenceError, BrokenPipeError, EOFError, KeyboardInterrupt):
         pass  # the run is ending (its Inferencer or its trainer is gone)
 
@@ -219,11 +257,11 @@ def _worker_main(evaluate: Evaluate, game_name: str, search: SearchConfig, seed:
 class WorkerPool:
     """``count`` self-play processes, each evaluating leaves with its own ``evaluators()`` (an Inferencer's
     ``create_client``: one client each); ``poll`` collects their games and starts again a worker that
-    has died (``on_restart`` hears of it)."""
+    has died (``on_restart`` hears of it). ``player`` says what a worker plays (AlphaZero's by default)."""
 
     def __init__(self, evaluators: Callable[[], Evaluate], game: Game, search: SearchConfig, count: int, seed: int,
-                 on_restart: Callable[[int, int | None], None] | None = None):
-        self.evaluators, self.game, self.search, self.seed = evaluators, game, search, seed
+                 on_restart: Callable[[int, int | None], None] | None = None, player: Player = alphazero_player):
+        self.evaluators, self.game, self.search, self.seed, self.player = evaluators, game, search, seed, player
         self.on_restart = on_restart
         self.ctx = mp.get_context("spawn")
         self.stop = self.ctx.Event()
@@ -243,16 +281,17 @@ class WorkerPool:
         seed = int(np.random.SeedSequence([self.seed, self.starts]).generate_state(1)[0])
         process = self.ctx.Process(target=_worker_main, name=f"netcanvas-selfplay-{index}", daemon=True,
                                    args=(self.evaluators(), self.game.name, self.search, seed, send,
-                                         self.stop))
+                                         self.stop, self.player))
         process.start()
         send.close()  # the worker holds the sending end: its death closes the pipe
         self.processes[index], self.conns[index] = process, receive
         self.starts += 1
 
-    def poll(self, timeout: float) -> list[GameRecord]:
-        """The games finished so far, waiting up to ``timeout`` seconds for one; restarts dead workers."""
+    def poll(self, timeout: float) -> list[Any]:
+        """The games finished so far (their records), waiting up to ``timeout`` seconds for one; restarts
+        dead workers."""
         conns = [c for c in self.conns if c is not None]
-        games: list[GameRecord] = []
+        games: list[Any] = []
         for conn in wait(conns, timeout):
             assert isinstance(conn, Connection)
             try:
@@ -306,23 +345,30 @@ class WorkerPool:
 
 # ----------------------------------------------------------------------------- the trainer
 class SelfPlayTrainer(Trainer):
-    """Trains an AlphaZero network by self-play into one run folder (see the module docstring)."""
+    """Trains an AlphaZero network by self-play into one run folder (see the module docstring).
+
+    MuZero (``runtime/muzero.py``) subclasses it: what differs is the task's name (``TASK``), the
+    network the Inferencer serves (``_network_doc``), what a worker plays (``_player``), the replay
+    buffer (``_make_buffer``), the losses of a batch (``_losses``) and the search that plays the
+    evaluation matches (``_search``)."""
 
     CHECKPOINT = LAST_PT | {"replay": dict, "selfplay": dict}
-    FIGURES = ("loss", "policy_loss", "value_loss")
+    FIGURES: tuple[str, ...] = ("loss", "policy_loss", "value_loss")
+    TASK = "alphazero"
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
         cfg = self.config
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-            raise GraphError("alphazero trains in one process (its self-play workers are processes of their "
-                             "own); drop --nproc")
+            raise GraphError(f"{self.TASK} trains in one process (its self-play workers are processes of their "
+                             f"own); drop --nproc")
         self.rank, self.world, self.main = 0, 1, True
         if self._resume_state is None and self.run_dir is not None:
             check_out_dir(self.run_dir)
         self.game = game_of(self.doc, cfg.game)
         cfg.game = self.game.name
-        check_game_graph(self.doc, self.game)
+        check_game_graph(self.doc, self.game, self.TASK)
+        self.network = self._network_doc()
         self.device = pick_device(cfg.device)
         self.shape = self.game.planes_shape
         self.amp, self.channels_last, self.layout = None, False, torch.preserve_format
@@ -338,19 +384,49 @@ class SelfPlayTrainer(Trainer):
         self.partial = self._new_partial()
         self.best: float | None = None
         self.elapsed = 0.0
-        self.buffer = ReplayBuffer(cfg.replay_size, self.game)
+        self.buffer = self._make_buffer()
         self.counts = {"games": 0, "positions": 0, "samples": 0}  # received from the workers, in all
         if self._resume_state is not None:
             self._restore(self._resume_state)
         else:
             self._create_run_dir()
 
+    def _prepare_models(self, train_x: torch.Tensor) -> None:
+        if self.model is None or self.model.doc is not self.network:  # MuZero trains a network made from the doc
+            self.model = compile(self.network).init(seed=self.config.seed)
+        super()._prepare_models(train_x)
+
     def _write_data_files(self) -> None:
         """A game run has no dataset to describe."""
 
-    @staticmethod
-    def _new_partial() -> dict:
-        return {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "count": 0}
+    @classmethod
+    def _new_partial(cls) -> dict:
+        return {name: 0.0 for name in cls.FIGURES} | {"count": 0}
+
+    # ------------------------------------------------------------------ what a task supplies
+    def _network_doc(self) -> GraphDoc:
+        """The graph the trainer trains and the Inferencer serves: AlphaZero's is the document itself."""
+        return self.doc
+
+    def _make_buffer(self) -> SampleRing:
+        return ReplayBuffer(self.config.replay_size, self.game)
+
+    def _player(self) -> Player:
+        """What each self-play worker plays (picklable)."""
+        return alphazero_player
+
+    def _losses(self) -> dict[str, torch.Tensor]:
+        """The losses of one batch from the replay buffer: ``loss`` (minimised) first, then its parts."""
+        planes, target_policy, target_value = (t.to(self.device) for t in self.buffer.sample(self.config.batch_size,
+                                                                                            self.generator))
+        logits, value = self.model(planes)  # (B, A), (B, 1)
+        policy_loss = -(target_policy * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+        value_loss = F.mse_loss(value.float().reshape(-1), target_value)
+        return {"loss": policy_loss + value_loss, "policy_loss": policy_loss, "value_loss": value_loss}
+
+    def _search(self, config: SearchConfig) -> Any:
+        """The search the current weights play with (in this process): the evaluation matches' agent."""
+        return AlphaZeroSearch(self.game, model_evaluate(self.model), config)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
@@ -379,7 +455,8 @@ class SelfPlayTrainer(Trainer):
             search = selfplay_search(self.game, cfg.simulations)
             with Inferencer(self._served_copy(), device=cfg.device, max_batch=64) as inferencer, \
                     WorkerPool(inferencer.create_client, self.game, search, cfg.workers,
-                               seed=cfg.seed * 1000 + self.step, on_restart=self._worker_restarted) as pool:
+                               seed=cfg.seed * 1000 + self.step, on_restart=self._worker_restarted,
+                               player=self._player()) as pool:
                 self.inferencer, self.pool = inferencer, pool
                 self._since = {"at": time.monotonic(), "positions": self.counts["positions"]}
                 return self._loop(start, bar)
@@ -432,12 +509,12 @@ class SelfPlayTrainer(Trainer):
             self._take(self.pool.poll(0.5))
         return None
 
-    def _take(self, games: list[GameRecord]) -> None:
+    def _take(self, games: list[Any]) -> None:
         for record in games:
             self.buffer.add(record)
             self.counts["games"] += 1
             self.counts["positions"] += record.moves
-            self.counts["samples"] += len(record.values)
+            self.counts["samples"] += len(record)
 
     def _stop_reason_now(self) -> str | None:
         """"time" when the budget has no room for another step, a stop request's reason, or None."""
@@ -453,19 +530,14 @@ class SelfPlayTrainer(Trainer):
         """One optimizer step on a batch from the replay buffer; its loss."""
         cfg = self.config
         self._schedule_lr(self.optimizer)
-        planes, target_policy, target_value = (t.to(self.device) for t in self.buffer.sample(cfg.batch_size,
-                                                                                            self.generator))
         self.model.train()
-        logits, value = self.model(planes)  # (B, A), (B, 1)
-        policy_loss = -(target_policy * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
-        value_loss = F.mse_loss(value.float().reshape(-1), target_value)
-        loss = policy_loss + value_loss
+        losses = self._losses()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses["loss"].backward()
         if cfg.clip_grad:
             torch.nn.utils.clip_grad_norm_(self._params, cfg.clip_grad)
         self.optimizer.step()
-        figures = {"loss": loss.item(), "policy_loss": policy_loss.item(), "value_loss": value_loss.item()}
+        figures = {name: value.item() for name, value in losses.items()}
         for name, number in figures.items():
             self.partial[name] += number
         self.partial["count"] += 1
@@ -509,7 +581,7 @@ class SelfPlayTrainer(Trainer):
 
     def _served_copy(self) -> GraphModel:
         """The model as the Inferencer takes it: its graph and the current weights."""
-        served = compile(self.doc)
+        served = compile(self.network)
         served.load_state_dict(self._served_state())
         return served
 
@@ -522,7 +594,7 @@ class SelfPlayTrainer(Trainer):
     def evaluate(self) -> dict[str, float]:
         """The score (wins + draws / 2 per game) of the current weights against each fixed opponent."""
         self.model.eval()
-        agent = AlphaZeroSearch(self.game, model_evaluate(self.model), play_search(self.config.simulations))
+        agent = self._search(play_search(self.config.simulations))
         scores = {}
         for name, make in opponents(self.game).items():
             result = play_match(agent, make(self.game, self.epoch), self.game, n=self.config.eval_games,

@@ -31,6 +31,7 @@ process takes its own share of every epoch's shuffled order, and only rank 0 wri
 from __future__ import annotations
 
 import copy
+import importlib
 import io
 import json
 import logging
@@ -876,18 +877,18 @@ def _layout_problem(state: Any, layout: dict[str, type | tuple[type, ...]]) -> s
     return None
 
 
+OWN_LOOPS = {"gan": ("graphcore.runtime.gan", "GanTrainer"),
+             "alphazero": ("graphcore.runtime.selfplay", "SelfPlayTrainer"),
+             "muzero": ("graphcore.runtime.muzero", "MuZeroTrainer")}
+"""The tasks with a loop of their own: module and class (imported when needed: they build on this module)."""
+
+
 def trainer_class(task: str) -> type[Trainer]:
-    """The class whose loop trains ``task``: the GAN's own (``runtime/gan.py``), AlphaZero's self-play
-    (``runtime/selfplay.py``), or the Trainer's."""
-    if task == "gan":
-        from graphcore.runtime.gan import GanTrainer  # it builds on this module
-
-        return GanTrainer
-    if task == "alphazero":
-        from graphcore.runtime.selfplay import SelfPlayTrainer  # it builds on this module
-
-        return SelfPlayTrainer
-    return Trainer
+    """The class whose loop trains ``task``: the GAN's, AlphaZero's or MuZero's (``OWN_LOOPS``), or the Trainer's."""
+    if task not in OWN_LOOPS:
+        return Trainer
+    module, name = OWN_LOOPS[task]
+    return getattr(importlib.import_module(module), name)
 
 
 def train(graph: GraphDoc | GraphModel | str, config: TrainConfig | None = None, **kwargs) -> TrainResult:
@@ -910,12 +911,14 @@ def run_checkpoint(run_dir: Path, checkpoint: str) -> tuple[TrainConfig, Path]:
     return read_config(run_dir / "config.json"), path
 
 
-def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", ema: bool = True,
-             device: str = "cpu") -> tuple[GraphModel, TrainConfig]:
-    """The model of a run (EMA weights where the run kept them) and its config."""
+def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", ema: bool = True, device: str = "cpu",
+             network: Callable[[GraphDoc], GraphDoc] | None = None) -> tuple[GraphModel, TrainConfig]:
+    """The model of a run (EMA weights where the run kept them) and its config. ``network``: the graph
+    the run trained, made from its ``graph.json`` (MuZero's three networks in one), if not that graph."""
     run_dir = Path(run_dir)
     config, path = run_checkpoint(run_dir, checkpoint)
     state = _load_checkpoint(path, WEIGHTS_PT)
-    model = compile(load(run_dir / "graph.json"))
+    doc = load(run_dir / "graph.json")
+    model = compile(network(doc) if network is not None else doc)
     model._load_checked(state["ema"] if ema and "ema" in state else state["model"], str(path))
     return model.to(pick_device(device)).eval(), config
