@@ -1,4 +1,4 @@
-"""The bottom drawer's Play panel: a game against an AlphaZero run, on a board of clickable cells.
+"""The bottom drawer's Play panel: a game against an AlphaZero or MuZero run, on a board of clickable cells.
 
 The chosen run's network is served by an ``Inferencer`` (a worker process that batches the
 search's leaf evaluations) for as long as the run stays chosen and the page lives. The agent's
@@ -18,16 +18,14 @@ from nicegui import run, ui
 
 from app.runs import runs_of
 from graphcore.core.diagnostics import GraphError
-from graphcore.runtime.agent import AgentAnswer, GameAgent
+from graphcore.runtime.agent import SERVED, AgentAnswer, GameAgent
 from graphcore.runtime.config import read_config
 from graphcore.runtime.games import EMPTY, GAMES, Game, GameError, O, State, X, get_game
 from graphcore.runtime.serving import InferenceError, Inferencer
-from graphcore.runtime.train import load_run
 
 if TYPE_CHECKING:
     from app.editor import Editor
 
-GAME_TASK = "alphazero"
 POLL_SECONDS = 0.5
 MAX_SIMULATIONS = 5000  # a bigger search keeps the board waiting for minutes
 BOARD_PX = 220  # the board's height in the drawer (260 px), the column shares' row included
@@ -38,32 +36,34 @@ SIDES = {X: "x", O: "o"}
 WAITING = "opacity-60 cursor-wait"  # the board while a run loads or the agent thinks
 FIRST = {"you": "you first", "agent": "agent first"}
 OUTCOMES = {"user": "You won.", "agent": "The agent won.", "draw": "A draw."}
-NO_RUNS = ("No game runs yet: train alphazero_tictactoe or alphazero_connect4 (Templates, then the "
-           "Training tab with task alphazero) and play against it here.")
+NO_RUNS = ("No game runs yet: train alphazero_tictactoe, alphazero_connect4 or muzero_tictactoe (Templates, "
+           "then the Training tab with task alphazero or muzero) and play against it here.")
 
 
 @dataclass(frozen=True)
 class GameRun:
-    """An AlphaZero run that can be played: its folder, name, game, and self-play simulations."""
+    """A self-play run that can be played: its folder, name, task (alphazero, muzero), game, and
+    self-play simulations."""
 
     path: Path
     name: str
+    task: str
     game: str
     simulations: int
 
 
 def game_runs(editor: Editor) -> list[GameRun]:
-    """The workspace's AlphaZero runs with a checkpoint, most recent first."""
+    """The workspace's AlphaZero and MuZero runs with a checkpoint, most recent first."""
     found = []
     for entry in runs_of(editor):
-        if entry.task != GAME_TASK or not (entry.path / "last.pt").is_file():
+        if entry.task not in SERVED or not (entry.path / "last.pt").is_file():
             continue
         try:
             config = read_config(entry.path / "config.json")
         except GraphError:
             continue
         if config.game in GAMES:
-            found.append(GameRun(entry.path, entry.name, config.game, config.simulations))
+            found.append(GameRun(entry.path, entry.name, config.task, config.game, config.simulations))
     return found
 
 
@@ -81,14 +81,15 @@ class Opponent:
     """A run's network served by an Inferencer, and the agent that searches with it."""
 
     def __init__(self, chosen: GameRun) -> None:
-        model, _ = load_run(chosen.path)
         self.run, self.game = chosen, get_game(chosen.game)
+        model, searched = SERVED[chosen.task](chosen.path, self.game)
         self.inferencer = Inferencer(model)
         self.client = self.inferencer.create_client()
+        self.model = searched(self.client)  # what the search calls: the client, or MuZero's model over it
 
     def answer(self, state: State, simulations: int) -> AgentAnswer:
         """The agent's move in ``state`` after ``simulations`` MCTS simulations (blocks: call it in a thread)."""
-        return GameAgent(self.client, self.game, simulations).answer(state)
+        return GameAgent(self.model, self.game, simulations).answer(state)
 
     def close(self) -> None:
         self.client.close()
@@ -158,7 +159,7 @@ class PlayPanel:
         self.thinking = self.loading = self.closed = self.shown = False
         with ui.row().classes("w-full items-start gap-4 no-wrap"):
             with ui.column().classes("gap-1 w-60 shrink-0"):
-                self.run_select = ui.select({}, label="game run (alphazero)", on_change=self._run_chosen) \
+                self.run_select = ui.select({}, label="game run (alphazero, muzero)", on_change=self._run_chosen) \
                     .props("dense outlined").classes("w-full").mark("play-run").on("focus", self.refresh_runs)
                 self.first = ui.toggle(FIRST, value="you", on_change=self.new_game).props("dense no-caps") \
                     .mark("play-first").tooltip("who plays x, the first move; a change starts a new game")

@@ -20,7 +20,7 @@ from app.editor import EDITORS
 from app.play import Match, PlayPanel, move_at
 from graphcore.runtime.config import TrainConfig
 from graphcore.runtime.games import GAMES, GameError, O, X
-from graphcore.runtime.selfplay import SelfPlayTrainer
+from graphcore.runtime.train import trainer_class
 from graphcore.runtime.workspace import Workspace
 
 TTT, C4 = GAMES["tictactoe"], GAMES["connect4"]
@@ -28,24 +28,27 @@ LOAD = 600  # retries of 0.1 s for a run's network to reach its inference worker
 THINK = 300  # retries of 0.1 s for the agent's search
 
 
-def train_game_run(folder: Path, game: str) -> Path:
-    """A real AlphaZero run of a few self-play steps (seconds), its folder as the Trainer leaves it."""
-    config = TrainConfig(task="alphazero", game=game, epochs=1, epoch_steps=2, eval_games=1, simulations=8,
+def train_game_run(folder: Path, template: str) -> Path:
+    """A real self-play run of ``template`` (alphazero_GAME, muzero_GAME) of a few steps (seconds), its
+    folder as the trainer leaves it."""
+    task, game = template.split("_", 1)
+    config = TrainConfig(task=task, game=game, epochs=1, epoch_steps=2, eval_games=1, simulations=8,
                          batch_size=16, log_every=2, workers=1)
-    SelfPlayTrainer(gc.template(f"alphazero_{game}"), config, out=folder).fit()
+    trainer_class(task)(gc.template(template), config, out=folder).fit()
     return folder
 
 
 class GameRuns(dict[str, Path]):
-    """Short runs by game, each trained on its first use (in ``root``)."""
+    """Short runs by game (AlphaZero's) or template name, each trained on its first use (in ``root``)."""
 
     def __init__(self, root: Path) -> None:
         super().__init__()
         self.root = root
 
-    def __missing__(self, game: str) -> Path:
-        self[game] = train_game_run(self.root / f"alphazero_{game}", game)
-        return self[game]
+    def __missing__(self, key: str) -> Path:
+        template = key if "_" in key else f"alphazero_{key}"
+        self[key] = train_game_run(self.root / template, template)
+        return self[key]
 
 
 @pytest.fixture(scope="session")
@@ -144,6 +147,20 @@ async def test_a_move_gets_the_agents_answer_with_its_probabilities_and_value(us
     await user.should_see("Your move: you play x; click a cell.")
     stats = panel.opponent.inferencer.stats()
     assert stats["samples"] >= 1  # the answer's evaluations went through the Inferencer
+
+
+@pytest.mark.slow
+async def test_a_muzero_run_plays_through_its_served_networks(user: User, workspace, trained_runs):
+    run_dir = add_run(workspace, trained_runs, "muzero_tictactoe")
+    panel = await open_play(user)
+    assert panel.opponent is not None and panel.opponent.run.path == run_dir and panel.opponent.run.task == "muzero"
+    await user.should_see("Your move: you play x; click a cell.")
+    user.find("play-cell-0").click()
+    await wait_for(lambda: stones(panel).count("o") == 1, THINK)
+    answer = panel.match.answer
+    assert answer is not None and answer.move != 0 and stones(panel)[answer.move] == "o"
+    assert answer.probabilities[0] == 0 and abs(answer.probabilities.sum() - 1) < 1e-6
+    assert panel.opponent.inferencer.stats()["samples"] >= 1  # its search's inferences went through the Inferencer
 
 
 @pytest.mark.slow

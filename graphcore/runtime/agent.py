@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from torch import nn
 
 from graphcore.core.diagnostics import GraphError
 from graphcore.runtime import muzero
@@ -79,6 +80,17 @@ PLAYERS: dict[str, Callable[[str | os.PathLike, str, str], tuple[Any, TrainConfi
     "alphazero": _alphazero_player, "muzero": muzero.load_player}
 """Each self-play task -> what makes its run's network a search's model: (run, checkpoint, device) ->
 (model, config)."""
+
+
+def _alphazero_served(run_dir: str | os.PathLike, game: Game) -> tuple[nn.Module, Callable[[Any], Any]]:
+    model, _ = load_run(run_dir)
+    return model, lambda client: client  # the client is the network's Evaluate
+
+
+SERVED: dict[str, Callable[[str | os.PathLike, Game], tuple[nn.Module, Callable[[Any], Any]]]] = {
+    "alphazero": _alphazero_served, "muzero": muzero.served_network}
+"""Each self-play task -> (run, game) -> the run's network for an Inferencer to serve, and what makes a
+client of that Inferencer a search's model (the Play panel)."""
 
 
 def load_agent(run_dir: str | os.PathLike, simulations: int | None = None, seed: int = 0, *,

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphcore.core.document import Edge, GraphDoc, Node
+from graphcore.core.document import Edge, GraphDoc, Node, load
 from graphcore.core.subgraphs import standalone
 from graphcore.runtime.config import GraphIO, TrainConfig
 from graphcore.runtime.games import Game, get_game
@@ -370,6 +370,14 @@ class MuZeroTrainer(SelfPlayTrainer):
 
 
 # ----------------------------------------------------------------------------- a run as a player
+def served_network(run_dir: str | os.PathLike, game: Game) -> tuple[nn.Module, Callable[[Any], MuZeroModel]]:
+    """A MuZero run's networks as the one graph an Inferencer serves (last.pt), and what makes a client
+    of that Inferencer the search's model (the Play panel)."""
+    model, _ = load_run(Path(run_dir), network=network_doc)
+    state_shape = hidden_shape(load(Path(run_dir) / "graph.json"))
+    return model, lambda client: ServedMuZero(client, game, state_shape)
+
+
 def load_player(run_dir: str | os.PathLike, checkpoint: str, device: str) -> tuple[MuZeroModel, TrainConfig]:
     """A MuZero run's networks with its ``checkpoint``'s weights, as the search's model; its config."""
     model, config = load_run(Path(run_dir), checkpoint=checkpoint, device=device, network=network_doc)
