@@ -1,6 +1,7 @@
 """The Play panel in a real headless Chromium at 1600x1000: the user's click on a tic-tac-toe cell
 gets the trained agent's answer with its probabilities drawn on the board, and a click on an
-occupied cell is refused. The screenshot is kept in screenshots/play_panel.png."""
+occupied cell is refused, against an AlphaZero and a MuZero run. The screenshots are kept in
+screenshots/play_panel_RUN.png."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def stones(screen) -> str:
     return "".join({"X": "x", "O": "o"}.get(cell_text(screen, i)[:1], ".") for i in range(9))
 
 
-def test_a_click_on_the_board_gets_the_agents_answer_and_an_occupied_cell_is_refused(screen, workspace,
+@pytest.mark.parametrize("run", ["tictactoe", "muzero_tictactoe"])  # an AlphaZero run, a MuZero run
+def test_a_click_on_the_board_gets_the_agents_answer_and_an_occupied_cell_is_refused(screen, workspace, run,
                                                                                     trained_runs):  # noqa: F811
-    add_run(workspace, trained_runs, "tictactoe")
+    add_run(workspace, trained_runs, run)
     screen.open("/")
     screen.wait_for(lambda: screen.selenium.find_elements(By.CSS_SELECTOR, ".vue-flow__node"))
     click(screen, tab(screen, "Play"))
@@ -61,4 +63,4 @@ def test_a_click_on_the_board_gets_the_agents_answer_and_an_occupied_cell_is_ref
     screen.should_contain("tictactoe: move 4 is illegal: cell 4 is taken")
     assert stones(screen) == panel.match.game.format(panel.match.state) and stones(screen).count(".") == 7
     Path(SHOTS).mkdir(exist_ok=True)
-    screen.selenium.save_screenshot(str(SHOTS / "play_panel.png"))
+    screen.selenium.save_screenshot(str(SHOTS / f"play_panel_{run}.png"))
