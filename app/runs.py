@@ -19,7 +19,7 @@ from nicegui import events, run, ui
 from app.jobs import JOBS, JobBusy, Tracked, record_failure
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import load
-from graphcore.runtime.config import TASK_DEFAULTS, TASKS, TrainConfig, guess_task, read_config
+from graphcore.runtime.config import TASK_DEFAULTS, TASKS, TrainConfig, guess_task, read_config, task_config
 from graphcore.runtime.jobs import start_sampling, start_training
 
 if TYPE_CHECKING:
@@ -106,6 +106,14 @@ PANEL_DEFAULTS = {"dataset": "digits", "batch_size": 64, "lr": None}
 """What the Train panel shows where neither the task nor the document says otherwise."""
 
 
+def panel_defaults(task: str) -> dict[str, Any]:
+    """The Train panel's fields for ``task`` where the document recommends nothing: the task's own
+    settings (``TASK_DEFAULTS``: a GAN's batch and lr, a budget in place of epochs), else the panel's."""
+    own = TASK_DEFAULTS.get(task, {})
+    return {"epochs": own.get("epochs"), "minutes": own.get("minutes"),
+            **{key: own.get(key, value) for key, value in PANEL_DEFAULTS.items()}}
+
+
 def recommended(train: Any, task: str) -> dict[str, Any]:
     """The Train panel settings a document recommends in ``meta.train`` (the diffusion MLP: points,
     not digits, in big batches), as far as they make a valid ``TrainConfig`` for ``task``; nothing
@@ -190,9 +198,11 @@ class TrainPanel:
 
     def config(self) -> TrainConfig:
         init = weights_file(self.editor, self.init.value or FRESH)
-        return TrainConfig(task=self.task.value, dataset=(self.dataset.value or "digits").strip(),
+        # task_config: the task's settings without a field here (self-play's weight decay and schedule) too
+        return task_config(self.task.value, dataset=(self.dataset.value or "digits").strip(),
                            epochs=int(self.epochs.value) if self.epochs.value else None,
-                           minutes=self.minutes.value or None, batch_size=int(self.batch.value or 64),
+                           minutes=self.minutes.value or None,
+                           batch_size=int(self.batch.value or PANEL_DEFAULTS["batch_size"]),
                            lr=self.lr.value or None, device=self.device.value or "auto",
                            init=str(init) if init is not None else None)
 
@@ -208,19 +218,21 @@ class TrainPanel:
             settings["epochs"] = None  # a budget alone: train until it ends
         fields = {"dataset": self.dataset, "epochs": self.epochs, "minutes": self.minutes,
                   "batch_size": self.batch, "lr": self.lr}
-        task_defaults = TASK_DEFAULTS.get(self.task.value, {})
+        defaults = panel_defaults(self.task.value)
         for key in self.recommended - settings.keys():  # what the last document recommended goes back
-            fields[key].value = task_defaults.get(key) if key in ("epochs", "minutes") else PANEL_DEFAULTS[key]
+            fields[key].value = defaults[key]
         for key, value in settings.items():
             fields[key].value = value
         self.recommended = set(settings)
         self.refresh_choices()
 
     def _task_chosen(self, e: events.ValueChangeEventArguments) -> None:
-        """A task's own defaults: diffusion trains for a time budget, not a number of epochs."""
-        defaults = TASK_DEFAULTS.get(e.value, {})
-        self.epochs.value = defaults.get("epochs")
-        self.minutes.value = defaults.get("minutes")
+        """A task's own defaults: diffusion trains for a time budget, not a number of epochs; a GAN at
+        batch 32 and lr 0.002 (the dataset typed stays)."""
+        defaults = panel_defaults(e.value)
+        for field, key in ((self.epochs, "epochs"), (self.minutes, "minutes"), (self.batch, "batch_size"),
+                           (self.lr, "lr")):
+            field.value = defaults[key]
 
     def refresh_choices(self) -> None:
         choices = weight_choices(self.editor, self.editor.session.doc.name)

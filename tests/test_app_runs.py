@@ -24,7 +24,7 @@ from test_app_user import SLOW, open_editor
 import graphcore as gc
 from app.editor import EDITORS, Editor
 from app.jobs import JOBS
-from graphcore.runtime.config import TrainConfig
+from graphcore.runtime.config import TASK_DEFAULTS, TrainConfig
 from graphcore.runtime.train import Trainer, load_run
 from graphcore.runtime.workspace import Workspace, write_status
 
@@ -327,7 +327,22 @@ async def test_a_template_that_recommends_training_settings_fills_the_train_pane
         ("swissroll", None, 1, 1024, 0.01)  # its meta.train: points in big batches, not digits
     assert await editor.open_template("unet_ddpm_small")  # recommends nothing: the task's own defaults
     assert (panel.task.value, panel.dataset.value, panel.epochs.value, panel.minutes.value, panel.batch.value,
-            panel.lr.value) == ("diffusion", "digits", None, 3.0, 64, None)
+            panel.lr.value) == ("diffusion", "digits", None, 3.0, 32, None)
+
+
+async def test_a_task_chosen_in_the_train_panel_brings_its_own_settings_into_the_run(user: User):
+    await open_editor(user)
+    panel = editor_of(user).train_panel
+    panel.dataset.value = "my_digits.npz"
+    for task in ("muzero", "alphazero", "gan", "classify"):
+        panel.task.value = task  # as the user's choice in the select
+        own = TASK_DEFAULTS[task]
+        assert (panel.epochs.value, panel.minutes.value, panel.batch.value, panel.lr.value) == (
+            own.get("epochs"), own.get("minutes"), own.get("batch_size", 64), own.get("lr"))
+        config = panel.config()  # what Start trains with: the fields, and the settings without a field
+        assert (config.task, config.batch_size, config.weight_decay, config.schedule) == (
+            task, own.get("batch_size", 64), own.get("weight_decay", 0.01), own.get("schedule", "cosine"))
+        assert config.dataset == "my_digits.npz"  # what the user typed stays
 
 
 @pytest.mark.parametrize("train", [None, "fast", {"batch_size": 0}, {"lr": "high"}, {"dataset": 7},
