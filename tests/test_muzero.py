@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_selfplay import answers_legal_moves_the_same_for_a_seed, assert_resumes_alike, untrained_run
 
 import graphcore as gc
 from graphcore.cli.main import main
 from graphcore.core.diagnostics import GraphError
-from graphcore.core.document import dumps
 from graphcore.runtime.config import TrainConfig, guess_task
 from graphcore.runtime.games import GAMES
 from graphcore.runtime.muzero import (
@@ -154,16 +154,7 @@ def test_a_short_muzero_run_writes_its_folder_and_resumes_with_the_same_trainer_
 
     resumed = Trainer.resume(run, epochs=2)
     assert isinstance(resumed, MuZeroTrainer)
-    resumed._setup()
-    assert (resumed.step, resumed.epoch, resumed.batch, resumed.counts) == (
-        trainer.step, trainer.epoch, trainer.batch, trainer.counts)
-    for name, value in trainer.model.state_dict().items():
-        assert torch.equal(value, resumed.model.state_dict()[name]), name
-    assert str(trainer.optimizer.state_dict()) == str(resumed.optimizer.state_dict())
-    assert len(resumed.buffer) == len(trainer.buffer)
-    for name, tensor in trainer.buffer.fields.items():
-        assert torch.equal(resumed.buffer.fields[name], tensor), name
-    assert torch.equal(resumed.generator.get_state(), trainer.generator.get_state())
+    assert_resumes_alike(trainer, resumed)
 
     again = Trainer.resume(run, epochs=2).fit()
     assert again.status == "finished" and again.step == 12 and again.epoch == 2
@@ -189,25 +180,11 @@ def test_a_document_without_a_muzero_network_is_one_line_before_training(tmp_pat
 # ----------------------------------------------------------------------------- the agent and netcanvas play
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A muzero run folder as a run leaves it (graph, config, weights), with untrained weights."""
-    folder = tmp_path_factory.mktemp("muzero_run")
-    (folder / "graph.json").write_text(dumps(gc.template("muzero_tictactoe")))
-    config = TrainConfig(task="muzero", game="tictactoe", simulations=16)
-    (folder / "config.json").write_text(json.dumps(config.to_dict()))
-    torch.save({"model": network(seed=1).state_dict()}, folder / "last.pt")
-    return folder
+    return untrained_run(tmp_path_factory.mktemp("muzero_run"), "muzero_tictactoe", "muzero", network(seed=1))
 
 
 def test_a_muzero_agent_answers_a_legal_move_the_same_for_a_seed(run_dir):
-    first, second = gc.load_agent(run_dir, simulations=24, seed=0), gc.load_agent(run_dir, simulations=24, seed=0)
-    positions = [".........", "x...o....", "xo.xo...."]
-    moves = [first.move(p) for p in positions]
-    assert moves == [second.move(p) for p in positions] == [first.move(p) for p in positions]
-    for position, move in zip(positions, moves):
-        assert position[move] == "."
-    answer = first.policy("xo.xo....")
-    assert answer.probabilities.shape == (9,) and answer.probabilities.sum() == pytest.approx(1.0)
-    assert answer.probabilities[[0, 1, 3, 4]].sum() == 0  # the root's moves are the legal ones
+    answers_legal_moves_the_same_for_a_seed(run_dir)  # over its learned model, the root's moves the legal ones
 
 
 def test_netcanvas_play_plays_a_muzero_run(run_dir, monkeypatch, capsys):

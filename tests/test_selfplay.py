@@ -20,6 +20,7 @@ import graphcore as gc
 from graphcore.cli.main import main
 from graphcore.core.diagnostics import GraphError
 from graphcore.core.document import dumps
+from graphcore.runtime.agent import AgentAnswer
 from graphcore.runtime.config import TrainConfig, guess_task
 from graphcore.runtime.games import GAMES, GameError
 from graphcore.runtime.mcts import AlphaZeroSearch
@@ -112,6 +113,21 @@ def test_a_worker_that_dies_is_started_again_and_games_go_on():
 
 
 # ----------------------------------------------------------------------------- runs
+def assert_resumes_alike(trainer: SelfPlayTrainer, resumed: SelfPlayTrainer) -> None:
+    """``resumed`` (set up from ``trainer``'s run folder) holds the trainer's state: counts, weights,
+    optimizer, replay samples and random generator."""
+    resumed._setup()
+    assert (resumed.step, resumed.epoch, resumed.batch, resumed.counts) == (
+        trainer.step, trainer.epoch, trainer.batch, trainer.counts)
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert str(trainer.optimizer.state_dict()) == str(resumed.optimizer.state_dict())
+    assert len(resumed.buffer) == len(trainer.buffer)
+    for name, tensor in trainer.buffer.fields.items():
+        assert torch.equal(resumed.buffer.fields[name], tensor), name
+    assert torch.equal(resumed.generator.get_state(), trainer.generator.get_state())
+
+
 @pytest.mark.slow
 def test_a_short_run_writes_its_folder_and_resumes_with_the_same_trainer_state(tmp_path):
     events = []
@@ -131,15 +147,7 @@ def test_a_short_run_writes_its_folder_and_resumes_with_the_same_trainer_state(t
 
     resumed = Trainer.resume(run, epochs=2)
     assert isinstance(resumed, SelfPlayTrainer)
-    resumed._setup()
-    assert (resumed.step, resumed.epoch, resumed.batch, resumed.counts) == (
-        trainer.step, trainer.epoch, trainer.batch, trainer.counts)
-    for name, value in trainer.model.state_dict().items():
-        assert torch.equal(value, resumed.model.state_dict()[name]), name
-    assert str(trainer.optimizer.state_dict()) == str(resumed.optimizer.state_dict())
-    assert resumed.buffer.size == trainer.buffer.size and torch.equal(resumed.buffer.planes, trainer.buffer.planes)
-    assert torch.equal(resumed.buffer.policies, trainer.buffer.policies)
-    assert torch.equal(resumed.generator.get_state(), trainer.generator.get_state())
+    assert_resumes_alike(trainer, resumed)
 
     again = Trainer.resume(run, epochs=2).fit()
     assert again.status == "finished" and again.step == 12 and again.epoch == 2
@@ -186,19 +194,19 @@ def test_a_graph_that_does_not_fit_the_game_is_one_line_naming_the_node(tmp_path
 
 
 # ----------------------------------------------------------------------------- the agent and netcanvas play
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """An alphazero run folder as a run leaves it (graph, config, weights), with untrained weights."""
-    folder = tmp_path_factory.mktemp("agent_run")
-    doc = gc.template("alphazero_tictactoe")
-    (folder / "graph.json").write_text(dumps(doc))
-    config = TrainConfig(task="alphazero", game="tictactoe", simulations=16)
+def untrained_run(folder: Path, template: str, task: str, model: torch.nn.Module) -> Path:
+    """A tic-tac-toe run folder of ``task`` as a run leaves it (graph, config, weights), with ``model``'s
+    untrained weights."""
+    (folder / "graph.json").write_text(dumps(gc.template(template)))
+    config = TrainConfig(task=task, game="tictactoe", simulations=16)
     (folder / "config.json").write_text(json.dumps(config.to_dict()))
-    torch.save({"model": net(seed=1).state_dict()}, folder / "last.pt")
+    torch.save({"model": model.state_dict()}, folder / "last.pt")
     return folder
 
 
-def test_an_agent_answers_the_same_move_for_a_seed(run_dir):
+def answers_legal_moves_the_same_for_a_seed(run_dir: Path) -> AgentAnswer:
+    """Two agents of ``run_dir`` with one seed answer three positions alike, each with an empty cell; the
+    answer to "xo.xo....", whose moves are the legal ones."""
     first, second = gc.load_agent(run_dir, simulations=24, seed=0), gc.load_agent(run_dir, simulations=24, seed=0)
     positions = [".........", "x...o....", "xo.xo...."]
     moves = [first.move(p) for p in positions]
@@ -208,6 +216,16 @@ def test_an_agent_answers_the_same_move_for_a_seed(run_dir):
     answer = first.policy("xo.xo....")
     assert answer.probabilities.shape == (9,) and answer.probabilities.sum() == pytest.approx(1.0)
     assert answer.probabilities[[0, 1, 3, 4]].sum() == 0 and -1 <= answer.value <= 1
+    return answer
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return untrained_run(tmp_path_factory.mktemp("agent_run"), "alphazero_tictactoe", "alphazero", net(seed=1))
+
+
+def test_an_agent_answers_the_same_move_for_a_seed(run_dir):
+    answer = answers_legal_moves_the_same_for_a_seed(run_dir)
     assert answer.move == 6  # x wins at once in cell 6; the search sees the terminal position exactly
 
 
