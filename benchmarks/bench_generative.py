@@ -215,7 +215,7 @@ def bench_diffusion_mlp(args: argparse.Namespace, root: Path) -> None:
 GAN_README_LINES = ("netcanvas train stylegan2_digits", "netcanvas sample runs/gan")
 GAN_SAMPLES = 200
 GAN_GOAL = (0.60, 9)  # recognised with > 0.9 confidence, digits present
-Z_DIM, W_DIM, MAPPING_LAYERS = 64, 128, 4  # as tools/make_gan_templates.py makes the template
+Z_DIM, W_DIM, MAPPING_LAYERS, MAPPING_LR_MUL = 64, 128, 4, 0.1  # as tools/make_gan_templates.py makes the template
 G_CHANNELS = {4: 64, 8: 64, 16: 32}
 D_CHANNELS = {16: 32, 8: 64, 4: 64}
 SQRT2 = math.sqrt(2)
@@ -291,7 +291,7 @@ class Layer(nn.Module):
 class PlainGenerator(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.mapping = nn.ModuleList(EqLinear(Z_DIM if i == 0 else W_DIM, W_DIM, lr_mul=0.01)
+        self.mapping = nn.ModuleList(EqLinear(Z_DIM if i == 0 else W_DIM, W_DIM, lr_mul=MAPPING_LR_MUL)
                                      for i in range(MAPPING_LAYERS))
         self.const = nn.Parameter(torch.randn(G_CHANNELS[4], 4, 4))
         self.layers, self.rgbs, fan_in = nn.ModuleList(), nn.ModuleList(), G_CHANNELS[4]

@@ -17,6 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 Z_DIM, W_DIM, MAPPING_LAYERS = 64, 128, 4
+# The mapping's learning-rate multiplier: StyleGAN2's 0.01 is made for tens of millions of images; in the
+# ~77,000 that 10 CPU minutes show (2,408 steps of 32) the mapping barely moves and the samples fall between
+# digits. Judge's share of 1,000 samples after 2,408 steps (EMA 0.998): 0.625 with 0.1, 0.509 with 0.01.
+MAPPING_LR_MUL = 0.1
 G_CHANNELS = {4: 64, 8: 64, 16: 32}  # synthesis channels at each size, from 4x4 up
 D_CHANNELS = {16: 32, 8: 64, 4: 64}  # discriminator channels at each size, down to 4x4
 
@@ -36,7 +40,8 @@ def generator(z_dim: int = Z_DIM, w_dim: int = W_DIM, channels_at: dict[int, int
     """z (Z,) -> mapping -> w; a learned 4x4 constant, one synthesis block per size (4, 8, …),
     each with a toRGB summed with the up-sampled image before."""
     nodes = [{"id": "z", "type": "input", "params": {"shape": [z_dim]}},
-             {"id": "mapping", "type": "mapping", "params": {"out_features": w_dim, "num_layers": mapping_layers}},
+             {"id": "mapping", "type": "mapping",
+              "params": {"out_features": w_dim, "num_layers": mapping_layers, "lr_mul": MAPPING_LR_MUL}},
              {"id": "const", "type": "const_input", "params": {"channels": channels_at[4]}}]
     edges = [_edge("z", "mapping"), _edge("mapping", "const")]
     previous, rgb = "const", None
@@ -100,9 +105,9 @@ def stylegan2(name: str, z_dim: int = Z_DIM, w_dim: int = W_DIM, g_channels: dic
 
 
 def stylegan2_digits() -> dict:
-    meta = {"description": "StyleGAN2 for 16x16 digits: a generator (z 64 -> mapping, 4 layers -> w 128; a learned "
-                           "4x4 constant; modulated-conv blocks at 4, 8 and 16 with skip toRGBs) and a residual "
-                           "discriminator with minibatch std; train both with --task gan.",
+    meta = {"description": "StyleGAN2 for 16x16 digits: a generator (z 64 -> mapping, 4 layers at lr x 0.1 -> w "
+                           "128; a learned 4x4 constant; modulated-conv blocks at 4, 8 and 16 with skip toRGBs) and a "
+                           "residual discriminator with minibatch std; train both with --task gan.",
             "train": {"dataset": "digits", "minutes": 10, "batch_size": 32, "lr": 0.002}}
     return stylegan2("stylegan2_digits", meta=meta)
 

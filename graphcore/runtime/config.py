@@ -133,8 +133,9 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # gave 80-83% of DDIM samples recognised as digits; the same model at 16x16, 1,800 steps, gave 60%)
     "diffusion": {"minutes": 3.0, "batch_size": 32},
     # StyleGAN2's lr (its Adam, betas (0, 0.99), without weight decay or clipping, is the task's own) and
-    # batch 32 for more updates in a CPU budget (bench_generative.py measures stylegan2_digits with these)
-    "gan": {"minutes": 10.0, "batch_size": 32, "lr": 0.002},
+    # batch 32 for more updates in a CPU budget; an EMA of about 350 steps' half-life for runs of a few
+    # thousand steps (bench_generative.py measures stylegan2_digits with these)
+    "gan": {"minutes": 10.0, "batch_size": 32, "lr": 0.002, "ema": 0.998},
     # self-play makes its own data: train until the budget ends, at a constant lr after the warm-up
     "alphazero": {"minutes": 10.0, "batch_size": 64, "lr": 0.002, "weight_decay": 1e-4, "schedule": "constant"},
     # MuZero's unrolled step costs little more at batch 256 than at 64 on the CPU (its small convs are
