@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphcore.core.document import Edge, GraphDoc, Node, load
+from graphcore.core.document import Edge, GraphDoc, Node
 from graphcore.core.subgraphs import standalone
 from graphcore.runtime.config import GraphIO, TrainConfig
 from graphcore.runtime.games import Game, get_game
@@ -127,11 +127,12 @@ def network_doc(doc: GraphDoc) -> GraphDoc:
 
 
 def action_planes(game: Game, actions: torch.Tensor) -> torch.Tensor:
-    """Actions (B,) as the dynamics' input planes (B, 1, rows, cols): a one-hot cell, or for a game
-    whose moves are columns, the column filled with ones."""
+    """Actions (B,) as the dynamics' input planes (B, 1, rows, cols), on the actions' device: a one-hot
+    cell, or for a game whose moves are columns, the column filled with ones."""
     rows, cols = game.rows, game.cols
-    planes = torch.zeros(len(actions), rows, cols)
-    index = torch.arange(len(actions))
+    actions = torch.as_tensor(actions)
+    planes = torch.zeros(len(actions), rows, cols, device=actions.device)
+    index = torch.arange(len(actions), device=actions.device)
     if game.num_moves == rows * cols:
         planes.view(len(actions), -1)[index, actions] = 1.0
     else:
@@ -325,7 +326,7 @@ def unrolled_losses(model: nn.Module, game: Game, batch: dict[str, torch.Tensor]
     for k in range(steps + 1):
         weight = 1.0 if k == 0 else 1.0 / steps
         if k > 0:
-            actions = action_planes(game, batch["actions"][:, k - 1].cpu()).to(device)  # (B, 1, H, W)
+            actions = action_planes(game, batch["actions"][:, k - 1])  # (B, 1, H, W), on the batch's device
             hidden, reward = dynamics(hidden, actions)
             hidden = scale_gradient(hidden, HIDDEN_GRADIENT)
             losses["reward_loss"] = losses["reward_loss"] + weight * F.mse_loss(
@@ -374,7 +375,7 @@ def served_network(run_dir: str | os.PathLike, game: Game) -> tuple[nn.Module, C
     """A MuZero run's networks as the one graph an Inferencer serves (last.pt), and what makes a client
     of that Inferencer the search's model (the Play panel)."""
     model, _ = load_run(Path(run_dir), network=network_doc)
-    state_shape = hidden_shape(load(Path(run_dir) / "graph.json"))
+    state_shape = hidden_shape(model.doc)  # the served graph keeps the three networks as its subgraphs
     return model, lambda client: ServedMuZero(client, game, state_shape)
 
 
