@@ -137,11 +137,12 @@ def bench_muzero(args: argparse.Namespace, scratch: Path) -> None:
 
 def positions_per_second(evaluators: Callable[[], Evaluate], game: Game, workers: int, leaf_batch: int,
                          seconds: float) -> float:
-    """Positions the self-play workers play per second over ``seconds`` (after their first game)."""
+    """Positions the self-play workers play per second over ``seconds``, timed once every worker has sent a
+    game: the processes start (imports on a small machine take seconds each) before anything is timed."""
     search = dataclasses.replace(selfplay_search(game, SIMULATIONS), leaf_batch=leaf_batch)
     with WorkerPool(evaluators, game, search, workers, seed=0) as pool:
-        while not pool.poll(1.0):  # the processes start (imports) before anything is timed
-            pass
+        while min(pool.games_by_worker) == 0:
+            pool.poll(1.0)
         began, positions = time.monotonic(), 0
         while time.monotonic() - began < seconds:
             positions += sum(record.moves for record in pool.poll(1.0))

@@ -24,7 +24,14 @@ from graphcore.runtime.agent import AgentAnswer
 from graphcore.runtime.config import TrainConfig, guess_task
 from graphcore.runtime.games import GAMES, GameError
 from graphcore.runtime.mcts import AlphaZeroSearch
-from graphcore.runtime.selfplay import ReplayBuffer, SelfPlayTrainer, WorkerPool, play_selfplay_game, selfplay_search
+from graphcore.runtime.selfplay import (
+    ROOT_VALUE_SHARE,
+    ReplayBuffer,
+    SelfPlayTrainer,
+    WorkerPool,
+    play_selfplay_game,
+    selfplay_search,
+)
 from graphcore.runtime.serving import Inferencer
 from graphcore.runtime.train import Trainer, train
 
@@ -92,6 +99,20 @@ def test_a_self_play_game_gives_every_symmetry_of_every_position_with_its_outcom
     assert restored.size == n and torch.equal(restored.planes, buffer.planes)
     planes, policies, values = restored.sample(4, torch.Generator().manual_seed(0))
     assert planes.shape == (4, 3, 3, 3) and planes.dtype == torch.float32
+
+
+def test_a_value_target_can_take_a_share_of_the_search_root_value():
+    def leaning(planes):  # a network that favours whoever is to move a little
+        return torch.zeros(len(planes), 9), torch.full((len(planes),), 0.3)
+
+    def values(share: float) -> np.ndarray:
+        search = AlphaZeroSearch(TTT, leaning, selfplay_search(TTT, 16), seed=3)
+        return play_selfplay_game(TTT, search, root_value_share=share).values
+
+    outcome, root, half = values(0.0), values(1.0), values(0.5)  # the same seed: the same game
+    assert set(np.abs(outcome)) <= {0.0, 1.0} and not set(np.abs(root)) <= {0.0, 1.0}
+    np.testing.assert_allclose(half, (outcome + root) / 2, rtol=1e-6)
+    assert ROOT_VALUE_SHARE.get("tictactoe", 0.0) == 0.0 and 0 < ROOT_VALUE_SHARE["connect4"] < 1
 
 
 def test_a_worker_that_dies_is_started_again_and_games_go_on():

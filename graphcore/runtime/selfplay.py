@@ -71,6 +71,10 @@ SEARCH: dict[str, dict[str, Any]] = {
     "connect4": {"dirichlet_alpha": 1.0, "temperatures": ((0, 1.0), (12, 0.0))},
 }
 """Self-play search settings per game, on top of ``SearchConfig``'s defaults."""
+ROOT_VALUE_SHARE: dict[str, float] = {"connect4": 0.5}
+"""Per game, the share of a position's value target taken from its search's root value instead of the
+game's outcome (0 where not listed). The outcome of a long game says little about its early positions
+(one mistake late decides it); the root value is the search's own judgement of the position."""
 MINIMAX_DEPTH = 2  # the opponent of a game too large to solve
 WORKER_JOIN_SECONDS = 5.0
 MAX_DEATHS = 10  # workers that die one after another without a game in between: something is broken, stop
@@ -129,19 +133,21 @@ class GameRecord:
         return len(self.values)
 
 
-def play_selfplay_game(game: Game, search: AlphaZeroSearch) -> GameRecord:
-    """Plays one game against itself with ``search``; its positions as samples (``GameRecord``)."""
+def play_selfplay_game(game: Game, search: AlphaZeroSearch, root_value_share: float = 0.0) -> GameRecord:
+    """Plays one game against itself with ``search``; its positions as samples (``GameRecord``), each
+    valued ``(1 - root_value_share) * outcome + root_value_share * root value`` for its side to move."""
     state, seen = game.initial(), []
     while state.outcome is None:
         move, result = search.select_move(state)
-        seen.append((game.encode(state), torch.from_numpy(result.policy(1.0)).float(), state.to_play))
+        seen.append((game.encode(state), torch.from_numpy(result.policy(1.0)).float(), state.to_play, result.value))
         state = game.play(state, move)
     planes, policies, values = [], [], []
-    for position, policy, player in seen:
+    for position, policy, player, root_value in seen:
+        value = (1 - root_value_share) * state.outcome * player + root_value_share * root_value
         for sym_planes, sym_policy in game.symmetries(position, policy):
             planes.append(sym_planes)
             policies.append(sym_policy)
-            values.append(float(state.outcome * player))
+            values.append(float(value))
     return GameRecord(torch.stack(planes).to(torch.uint8).numpy(), torch.stack(policies).numpy(),
                       np.asarray(values, dtype=np.float32), len(seen))
 
@@ -238,7 +244,8 @@ module-level function (or a partial of one), since it travels to the worker proc
 def alphazero_player(game: Game, evaluate: Evaluate, search: SearchConfig, seed: int) -> Callable[[], GameRecord]:
     """AlphaZero's self-play: ``AlphaZeroSearch`` over the rules, leaves evaluated by ``evaluate``."""
     searcher = AlphaZeroSearch(game, evaluate, search, seed=seed)
-    return lambda: play_selfplay_game(game, searcher)
+    share = ROOT_VALUE_SHARE.get(game.name, 0.0)
+    return lambda: play_selfplay_game(game, searcher, share)
 
 
 def _worker_main(evaluate: Evaluate, game_name: str, search: SearchConfig, seed: int, conn: Connection,
@@ -269,6 +276,7 @@ class WorkerPool:
         self.conns: list[Connection | None] = [None] * count
         self.starts = 0  # processes started so far: each gets its own seed
         self.restarts = 0
+        self.games_by_worker = [0] * count  # games each worker slot has sent so far
         self.deaths_since_game = 0
 
     def start(self) -> WorkerPool:
@@ -294,11 +302,12 @@ class WorkerPool:
         games: list[Any] = []
         for conn in wait(conns, timeout):
             assert isinstance(conn, Connection)
+            index = self.conns.index(conn)
             try:
                 while conn.poll():
                     games.append(conn.recv())
+                    self.games_by_worker[index] += 1
             except (EOFError, OSError):
-                index = self.conns.index(conn)
                 conn.close()
                 self.conns[index] = None
         if games:
