@@ -10,7 +10,8 @@ Dirichlet noise at the root, moves drawn from the visit counts at the game's tem
 (``SEARCH``), each leaf batch sent through its own Inferencer client, so the one Inferencer batches
 the leaves of all workers. A finished game comes back over the worker's pipe as a ``GameRecord``:
 every position's planes, its visit distribution (the policy target) and the outcome from the side
-to move's view (the value target), under every symmetry of the board. A worker that dies is
+to move's view (the value target; for connect4 half of it is the search's root value,
+``ROOT_VALUE_SHARE``), under every symmetry of the board. A worker that dies is
 started again (a "worker" event and a warning say so) and the run goes on.
 
 The trainer (this process) keeps the last ``replay_size`` positions (``ReplayBuffer``), draws
@@ -125,7 +126,7 @@ class GameRecord:
 
     planes: np.ndarray  # (N, 3, H, W) uint8
     policies: np.ndarray  # (N, num_moves) float32, the visit distribution at the root
-    values: np.ndarray  # (N,) float32, the outcome from the side to move's view
+    values: np.ndarray  # (N,) float32, the side to move's value target: outcome, maybe mixed with the root value
     moves: int  # positions played (before the symmetries)
 
     def __len__(self) -> int:
