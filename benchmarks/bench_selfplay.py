@@ -3,7 +3,7 @@ self-play throughput with the batching Inferencer against the same workers each 
 
     .venv/bin/python benchmarks/bench_selfplay.py [--only tictactoe|connect4|muzero|throughput]
         [--ttt-minutes 10] [--c4-minutes 30] [--mz-minutes 15] [--seconds 60] [--workers 2] [--tp-workers 8]
-        [--simulations 100] [--keep DIR]
+        [--tp-max-batch 64] [--simulations 100] [--keep DIR]
 
 ``tictactoe``: the README's line ``netcanvas train alphazero_tictactoe --task alphazero …``, run as
 written in a scratch folder (its ``--minutes`` replaced by ``--ttt-minutes``, default 10: the same),
@@ -155,7 +155,7 @@ def bench_throughput(args: argparse.Namespace, scratch: Path) -> None:
     for template, game_name in (("alphazero_tictactoe", "tictactoe"), ("alphazero_connect4", "connect4")):
         game, model = GAMES[game_name], gc.compile(gc.template(template)).init(seed=0).eval()
         for workers, leaf_batch in setups:
-            with Inferencer(model, max_batch=64) as inferencer:
+            with Inferencer(model, max_batch=args.tp_max_batch) as inferencer:
                 served = positions_per_second(inferencer.create_client, game, workers, leaf_batch, args.seconds)
                 batch = inferencer.stats()["mean_batch"]
             load_served = load()
@@ -180,6 +180,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="self-play processes in training (and throughput)")
     parser.add_argument("--tp-workers", type=int, default=8,
                         help="throughput: processes that each send one leaf a request")
+    parser.add_argument("--tp-max-batch", type=int, default=64,
+                        help="throughput: the Inferencer's largest batch (below the workers' count, half of them "
+                             "search while the other half's leaves are evaluated)")
     parser.add_argument("--simulations", type=int, default=100, help="the trained agent's simulations per move")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1,
