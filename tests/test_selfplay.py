@@ -29,6 +29,7 @@ from graphcore.runtime.selfplay import (
     ReplayBuffer,
     SelfPlayTrainer,
     WorkerPool,
+    alphazero_player,
     play_selfplay_game,
     selfplay_search,
 )
@@ -112,7 +113,16 @@ def test_a_value_target_can_take_a_share_of_the_search_root_value():
     outcome, root, half = values(0.0), values(1.0), values(0.5)  # the same seed: the same game
     assert set(np.abs(outcome)) <= {0.0, 1.0} and not set(np.abs(root)) <= {0.0, 1.0}
     np.testing.assert_allclose(half, (outcome + root) / 2, rtol=1e-6)
+    # the workers' player takes each game's share: connect4 mixes in the root value, tic-tac-toe does not
     assert ROOT_VALUE_SHARE.get("tictactoe", 0.0) == 0.0 and 0 < ROOT_VALUE_SHARE["connect4"] < 1
+    for name, mixed in (("tictactoe", False), ("connect4", True)):
+        game = GAMES[name]
+
+        def even(planes, moves=game.num_moves):
+            return torch.zeros(len(planes), moves), torch.full((len(planes),), 0.3)
+
+        record = alphazero_player(game, even, selfplay_search(game, 8), seed=0)()
+        assert (not set(np.abs(record.values)) <= {0.0, 1.0}) == mixed, name
 
 
 def test_a_worker_that_dies_is_started_again_and_games_go_on():
