@@ -138,9 +138,10 @@ def test_a_paste_longer_than_one_websocket_message_arrives_whole(big):
     length, copied_edges = length
     assert length > 1_000_000 and copied_edges > 0
     canvas.send_keys(Keys.CONTROL, "v")
-    wait(lambda: len(session.doc.nodes) == 2 * 3003, 60)
+    # The server thread applies the paste's nodes, then its edges, while this thread reads the
+    # document: wait for both, so that a read between the two is not taken for a lost part.
+    wait(lambda: len(session.doc.nodes) == 2 * 3003 and len(session.doc.edges) == edges + copied_edges, 60)
     assert all(n.label and n.label.startswith("block ") for n in session.doc.nodes[3003:])
-    assert len(session.doc.edges) == edges + copied_edges  # the whole message: every block and edge copied
     assert screen.selenium.execute_script("return document.getElementById('too_long_message_popup').ariaHidden") in (
         "true", True)
     # The canvas draws what arrived; then the page is left, so that the browser is not still busy
