@@ -3,7 +3,7 @@ self-play throughput with the batching Inferencer against the same workers each 
 
     .venv/bin/python benchmarks/bench_selfplay.py [--only tictactoe|connect4|muzero|throughput]
         [--ttt-minutes 10] [--c4-minutes 30] [--mz-minutes 15] [--seconds 60] [--workers 2] [--tp-workers 8]
-        [--tp-max-batch 64] [--simulations 100] [--keep DIR]
+        [--tp-max-batch 64] [--tp-instances 2] [--simulations 100] [--keep DIR]
 
 ``tictactoe``: the README's line ``netcanvas train alphazero_tictactoe --task alphazero …``, run as
 written in a scratch folder (its ``--minutes`` replaced by ``--ttt-minutes``, default 10: the same),
@@ -22,7 +22,8 @@ and 100 against the perfect player (50 as each side). Goal: >= 90 % wins against
 losses against perfect play.
 
 ``throughput``: self-play processes (the tic-tac-toe and connect4 templates, untrained, self-play
-search) for ``--seconds`` each way: leaves evaluated by one Inferencer (batched across the workers),
+search) for ``--seconds`` each way: leaves evaluated by one Inferencer (batched across the workers,
+``--tp-instances`` batches at once),
 then by a copy of the model in each worker (``LocalEvaluator``, no batching across workers). Two
 setups: ``--tp-workers`` (8) processes sending one leaf a request, as the issue's "unbatched"
 workers, and the training setup (``--workers``, 8 leaves a request, batched within each worker too).
@@ -155,7 +156,7 @@ def bench_throughput(args: argparse.Namespace, scratch: Path) -> None:
     for template, game_name in (("alphazero_tictactoe", "tictactoe"), ("alphazero_connect4", "connect4")):
         game, model = GAMES[game_name], gc.compile(gc.template(template)).init(seed=0).eval()
         for workers, leaf_batch in setups:
-            with Inferencer(model, max_batch=args.tp_max_batch) as inferencer:
+            with Inferencer(model, max_batch=args.tp_max_batch, instances=args.tp_instances) as inferencer:
                 served = positions_per_second(inferencer.create_client, game, workers, leaf_batch, args.seconds)
                 batch = inferencer.stats()["mean_batch"]
             load_served = load()
@@ -183,6 +184,8 @@ def main() -> None:
     parser.add_argument("--tp-max-batch", type=int, default=64,
                         help="throughput: the Inferencer's largest batch (below the workers' count, half of them "
                              "search while the other half's leaves are evaluated)")
+    parser.add_argument("--tp-instances", type=int, default=2,
+                        help="throughput: the Inferencer's batches at once (two: one gathers while one runs)")
     parser.add_argument("--simulations", type=int, default=100, help="the trained agent's simulations per move")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1,

@@ -6,9 +6,12 @@ tests, since starting a Python process that imports torch takes seconds."""
 
 from __future__ import annotations
 
+import copy
 import gc as garbage
+import io
 import multiprocessing as mp
 import os
+import pickle
 import threading
 import time
 
@@ -17,7 +20,8 @@ import torch
 from train_graphs import tiny_classifier, tiny_denoiser
 
 import graphcore as gc
-from graphcore.runtime.serving import InferenceError, Inferencer, InferencerClosed
+from graphcore.runtime.config import GraphIO
+from graphcore.runtime.serving import InferenceError, Inferencer, InferencerClosed, _Worker
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +157,51 @@ def test_a_graph_that_cannot_be_served_is_a_clear_error():
         Inferencer(doc)
 
 
+@pytest.mark.slow
+def test_two_instances_run_batches_at_once_and_an_update_waits_for_those_in_flight():
+    model = gc.compile(gc.template("alphazero_connect4")).init(seed=0).eval()  # ~10 ms a batch of 16 here
+    other = gc.compile(gc.template("alphazero_connect4")).init(seed=1).eval()
+    x = torch.randn(8, 16, 3, 6, 7)  # 8 requests of 16 samples: 8 batches
+    with Inferencer(model, max_batch=16, instances=2) as served:
+        before = [served.infer_async(x[i]) for i in range(4)]
+        served.update_params(other.state_dict())  # the requests sent before it still see the old weights
+        after = [served.infer_async(x[i]) for i in range(4, 8)]
+        got = [served.wait_for_resp(rid, timeout=60) for rid in before + after]
+        stats = served.stats()
+    for i, (logits, value) in enumerate(got):
+        want_logits, want_value = expected(model if i < 4 else other, x[i])
+        assert torch.allclose(logits, want_logits, atol=1e-4) and torch.allclose(value, want_value, atol=1e-4), i
+    assert stats["instances"] == 2 and stats["most_in_flight"] == 2 and stats["batches"] == 8
+
+
+def test_an_update_waits_for_the_batches_in_flight_on_other_instances():
+    """In the worker itself, one group of requests as the server reads them: four batches, new
+    weights, four more. The update must not reach the weights while an instance still runs a batch."""
+    model = gc.compile(gc.template("alphazero_connect4")).init(seed=0).eval()
+    other = gc.compile(gc.template("alphazero_connect4")).init(seed=1).eval()
+    x = torch.randn(8, 16, 3, 6, 7)
+    weights = io.BytesIO()
+    torch.save(other.state_dict(), weights)
+    server_end, client_end = mp.Pipe()
+    worker = _Worker(copy.deepcopy(model), torch.device("cpu"), 16, GraphIO.of(model.doc).inputs, instances=2)
+    items = [(server_end, "infer", i, (x[i].numpy(),)) for i in range(4)]
+    items += [(server_end, "update", "update", weights.getvalue())]
+    items += [(server_end, "infer", i, (x[i].numpy(),)) for i in range(4, 8)]
+    with torch.inference_mode():
+        assert worker.handle(items)
+    worker.close()
+    replies = {}
+    while client_end.poll(0):
+        rid, ok, value = pickle.loads(client_end.recv_bytes())
+        replies[rid] = value
+        assert ok, value
+    assert sorted(replies, key=str) == [0, 1, 2, 3, 4, 5, 6, 7, "update"]
+    for i in range(8):
+        want_logits, want_value = expected(model if i < 4 else other, x[i])
+        logits, value = (torch.from_numpy(a) for a in replies[i])
+        assert torch.allclose(logits, want_logits, atol=1e-4) and torch.allclose(value, want_value, atol=1e-4), i
+
+
 def test_timeout_on_wait(inferencer):
     start = time.monotonic()
     with pytest.raises(TimeoutError):
@@ -163,10 +212,12 @@ def test_timeout_on_wait(inferencer):
 def test_worker_threads_are_set_and_checked(model, inferencer, omp_wait_policy):
     with pytest.raises(gc.GraphError, match="threads"):
         Inferencer(model, threads=0)
+    with pytest.raises(gc.GraphError, match="instances must be at least 1"):
+        Inferencer(model, instances=0)
     x = torch.randn(3, 1, 8, 8)
     assert torch.allclose(inferencer(x), expected(model, x), atol=1e-5)
     stats = inferencer.stats()
-    assert stats["threads"] == 1
+    assert stats["threads"] == 1 and stats["instances"] == 1
     assert stats["openmp_wait_policy"] == (omp_wait_policy or "PASSIVE")  # no spinning next to the clients
     assert os.environ.get("OMP_WAIT_POLICY") == omp_wait_policy  # set for the worker's start only
 

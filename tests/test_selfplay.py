@@ -64,10 +64,11 @@ def _ask_many(client, model, worker: int, requests: int, results) -> None:
     results.put((worker, requests, wrong))
 
 
-def test_eight_workers_lose_no_request_and_get_their_own_replies():
+@pytest.mark.parametrize("instances", [1, 2])
+def test_eight_workers_lose_no_request_and_get_their_own_replies(instances):
     model = net()
     ctx = mp.get_context("fork")  # the children run this module's function on the parent's model
-    with Inferencer(model, max_batch=64) as inferencer:
+    with Inferencer(model, max_batch=64, instances=instances) as inferencer:
         results = ctx.Queue()
         workers = [ctx.Process(target=_ask_many, args=(inferencer.create_client(), model, w, 40, results))
                    for w in range(8)]

@@ -8,7 +8,8 @@
 
 The worker gathers the requests waiting at that moment (and those arriving within half a
 forward pass) into one forward pass of up to ``max_batch`` samples, so many small concurrent
-callers share the cost of one batch. Requests travel over a local socket
+callers share the cost of one batch. With ``instances=2`` two batches run at once, on two
+threads: while one is in flight the next gathers and starts. Requests travel over a local socket
 (``multiprocessing.connection``, authenticated with a random key) as pickles of numpy arrays,
 which the worker joins and splits in numpy; the model travels as its graph JSON and state_dict,
 never as a pickled module. A request that fails (wrong shape, an error in the model) gets its
@@ -33,6 +34,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Client, Connection, Listener
 
 import numpy as np
@@ -182,14 +184,21 @@ class Inferencer:
     """Serves ``model`` (a compiled graph, or a graph document) from a worker process."""
 
     def __init__(self, model: GraphModel | GraphDoc, device: str = "cpu", max_batch: int = 32,
-                 *, threads: int | None = None, start_timeout: float = 120.0):
+                 *, threads: int | None = None, instances: int = 1, start_timeout: float = 120.0):
         """``threads``: the worker's torch intra-op threads. By default half of this machine's
         cores (at least one), since the clients run on the same machine: with 32 client processes
         on 2 cores, one thread served more requests per second than two, with batching and
         without, for a wide MLP and for a U-Net. The threads wait for work passively (see
-        ``_passive_openmp``)."""
+        ``_passive_openmp``).
+
+        ``instances``: how many forward passes may run at once, each on its own thread (torch
+        releases the GIL inside its kernels). With one, every client waits while a batch runs; with
+        two, the next batch gathers and runs while the first is still in flight, so a second core
+        works instead of idling (self-play on 2 cores: see ``benchmarks/bench_selfplay.py``)."""
         if max_batch < 1:
             raise GraphError(f"max_batch must be at least 1, got {max_batch}")
+        if instances < 1:
+            raise GraphError(f"instances must be at least 1, got {instances}")
         threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // 2)
         if threads < 1:
             raise GraphError(f"threads must be at least 1, got {threads}")
@@ -205,7 +214,8 @@ class Inferencer:
         ready_recv, ready_send = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
             target=_serve, name="netcanvas-inferencer", daemon=True,
-            args=(dumps(doc), buffer.getvalue(), device, max_batch, threads, address, authkey, ready_send))
+            args=(dumps(doc), buffer.getvalue(), device, max_batch, threads, instances, address, authkey,
+                  ready_send))
         with _passive_openmp():
             self._process.start()
         ready_send.close()
@@ -218,7 +228,7 @@ class Inferencer:
         if status[0] != "ready":
             self._finalizer()
             raise GraphError(f"the inference worker could not start: {status[1]}")
-        self.max_batch, self.device = max_batch, device
+        self.max_batch, self.device, self.instances = max_batch, device, instances
         self._client = InferenceClient(address, authkey)
 
     def __call__(self, *args: torch.Tensor):
@@ -295,8 +305,8 @@ def _shutdown(process, address: str, authkey: bytes, folder: str) -> None:
 # ----------------------------------------------------------------------------- the worker
 
 
-def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threads: int, address: str,
-           authkey: bytes, ready: Connection) -> None:
+def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threads: int, instances: int,
+           address: str, authkey: bytes, ready: Connection) -> None:
     try:
         from graphcore.core.compiler import compile
         from graphcore.runtime.config import GraphIO
@@ -317,16 +327,17 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
         return
     ready.send(("ready", None))
     ready.close()
-    # One thread reads every connection, batches and replies: no queue between threads, no lock,
-    # no GIL hand-offs per request. An accept thread hands new connections over through a pipe,
-    # which also carries "stop" when the parent process ends.
+    # One thread reads every connection and batches; with one instance it also runs the batch and
+    # replies (no queue between threads, no GIL hand-offs per request), with more it hands each
+    # batch to a free instance's thread and gathers the next. An accept thread hands new
+    # connections over through a pipe, which also carries "stop" when the parent process ends.
     wake_recv, wake_send = mp.Pipe(duplex=False)
     arrivals: list[Connection] = []
     threading.Thread(target=_accept, args=(listener, arrivals, wake_send), daemon=True).start()
     parent = mp.parent_process()
     if parent is not None:
         threading.Thread(target=lambda: (parent.join(), wake_send.send_bytes(b"stop")), daemon=True).start()
-    worker = _Worker(model, dev, max_batch, inputs)
+    worker = _Worker(model, dev, max_batch, inputs, instances)
     conns: list[Connection] = []
     selector = selectors.DefaultSelector()  # registered once: a wait costs O(ready), not O(clients)
     selector.register(wake_recv, selectors.EVENT_READ)
@@ -356,16 +367,18 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
 
     with torch.inference_mode():
         while True:
+            worker.wait_for_instance()  # requests arriving meanwhile wait in their sockets: a fuller batch
             items: list[tuple] = []
             stop = read(ready(None), items)
             # Clients that were just answered need a moment to send again: wait a little (a fraction
             # of one forward pass) for them, so that batches fill up instead of alternating halves.
-            deadline = time.monotonic() + worker.gather_seconds()
+            # Not while another instance is idle: a batch there now beats a fuller one later.
+            deadline = time.monotonic() + (worker.gather_seconds() if worker.idle_instances() == 1 else 0.0)
             while not stop and len(items) < max_batch:
                 arrived = ready(0)  # what is waiting already joins at no cost in time
                 if not arrived:
                     left = deadline - time.monotonic()
-                    if len(items) >= len(conns) or left <= 0:
+                    if len(items) >= len(conns) - worker.requests_in_flight or left <= 0:
                         break
                     arrived = ready(left)
                     if not arrived:
@@ -373,6 +386,7 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
                 stop = read(arrived, items)
             if stop or not worker.handle(items):
                 break
+    worker.close()
     selector.close()
     listener.close()
 
@@ -394,10 +408,37 @@ def _accept(listener: Listener, arrivals: list, wake: Connection) -> None:
 
 class _Worker:
     def __init__(self, model: GraphModel, device: torch.device, max_batch: int,
-                 inputs: Sequence[tuple[str, tuple[int, ...], str]]):
+                 inputs: Sequence[tuple[str, tuple[int, ...], str]], instances: int = 1):
         self.model, self.device, self.max_batch, self.inputs = model, device, max_batch, inputs
         self.batch_rows: list[int] = []  # samples in each forward pass
         self.forward_seconds = 0.0  # the last forward pass
+        self.instances = instances
+        self._pool = ThreadPoolExecutor(instances, "netcanvas-instance") if instances > 1 else None
+        self._free = threading.Semaphore(instances)  # instances not running a batch
+        self._reply_lock = threading.Lock()  # two instances may answer one connection
+        self.requests_in_flight = 0  # in batches that run now (their clients wait, they send nothing)
+        self.batches_in_flight = 0
+        self.most_in_flight = 0  # the most batches that ran at once
+        self._count_lock = threading.Lock()
+
+    def wait_for_instance(self) -> None:
+        """Return once an instance is free (at once with a single instance: it runs in this thread)."""
+        self._free.acquire()
+        self._free.release()
+
+    def idle_instances(self) -> int:
+        return self.instances - self.batches_in_flight
+
+    def drain(self) -> None:
+        """Wait for every batch in flight: what comes next (new weights) must not overtake them."""
+        for _ in range(self.instances):
+            self._free.acquire()
+        for _ in range(self.instances):
+            self._free.release()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def gather_seconds(self) -> float:
         """How long to wait for more requests before a batch: none without batching, else half
@@ -418,10 +459,13 @@ class _Worker:
                                                    "max_batch": max(rows, default=0),
                                                    "mean_batch": sum(rows) / max(1, len(rows)),
                                                    "threads": torch.get_num_threads(),
+                                                   "instances": self.instances,
+                                                   "most_in_flight": max(1, self.most_in_flight) if rows else 0,
                                                    "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY")})
             elif kind == "update":
                 self.run_batch(pending)  # earlier requests see the old weights
                 pending = []
+                self.drain()
                 try:
                     state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
                     self.model._load_checked(state, "update_params")
@@ -465,12 +509,30 @@ class _Worker:
         for item in pending:
             size = self._rows(item[2])
             if group and rows + size > self.max_batch:
-                self._run(group)
+                self._start(group)
                 group, rows = [], 0
             group.append(item)
             rows += size
         if group:
+            self._start(group)
+
+    def _start(self, group: list[tuple]) -> None:
+        """Run a batch here, or on a free instance's thread (waiting for one)."""
+        if self._pool is None:
             self._run(group)
+            return
+        self._free.acquire()
+        with self._count_lock:
+            self.requests_in_flight += len(group)
+            self.batches_in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.batches_in_flight)
+
+        def done(_future) -> None:
+            with self._count_lock:
+                self.requests_in_flight -= len(group)
+                self.batches_in_flight -= 1
+            self._free.release()
+        self._pool.submit(self._run, group).add_done_callback(done)
 
     def _rows(self, args: tuple) -> int:
         first, (_, shape, _) = args[0], self.inputs[0]
@@ -515,10 +577,11 @@ class _Worker:
             row += size
         return results
 
-    @staticmethod
-    def reply(conn: Connection, rid: RequestId, ok: bool, value) -> None:
+    def reply(self, conn: Connection, rid: RequestId, ok: bool, value) -> None:
+        message = pickle.dumps((rid, ok, _to_wire(value)), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            _send(conn, (rid, ok, _to_wire(value)))
+            with self._reply_lock:
+                conn.send_bytes(message)
         except (OSError, EOFError):
             pass  # that client has gone; the others are unaffected
 
