@@ -2,8 +2,8 @@
 self-play throughput with the batching Inferencer against the same workers each calling its own model.
 
     .venv/bin/python benchmarks/bench_selfplay.py [--only tictactoe|connect4|muzero|throughput]
-        [--ttt-minutes 10] [--c4-minutes 30] [--mz-minutes 15] [--seconds 60] [--workers 2] [--tp-workers 8]
-        [--tp-max-batch 64] [--tp-instances 2] [--simulations 100] [--keep DIR]
+        [--ttt-minutes 10] [--c4-minutes 30] [--mz-minutes 15] [--seconds 60] [--workers 2] [--tp-workers 24]
+        [--tp-max-batch 12] [--tp-instances 2] [--simulations 100] [--keep DIR]
 
 ``tictactoe``: the README's line ``netcanvas train alphazero_tictactoe --task alphazero …``, run as
 written in a scratch folder (its ``--minutes`` replaced by ``--ttt-minutes``, default 10: the same),
@@ -25,7 +25,7 @@ losses against perfect play.
 search) for ``--seconds`` each way: leaves evaluated by one Inferencer (batched across the workers,
 ``--tp-instances`` batches at once),
 then by a copy of the model in each worker (``LocalEvaluator``, no batching across workers). Two
-setups: ``--tp-workers`` (8) processes sending one leaf a request, as the issue's "unbatched"
+setups: ``--tp-workers`` (24) processes sending one leaf a request, as the issue's "unbatched"
 workers, and the training setup (``--workers``, 8 leaves a request, batched within each worker too).
 Figures: positions per second each way, their ratio (goal >= 2x), and the Inferencer's mean batch
 size. No timed asserts: the figures are printed with the load average (the machine may be shared:
@@ -179,9 +179,9 @@ def main() -> None:
     parser.add_argument("--mz-minutes", type=float, default=15.0, help="muzero: minutes of self-play")
     parser.add_argument("--seconds", type=float, default=60.0, help="throughput: seconds each way")
     parser.add_argument("--workers", type=int, default=2, help="self-play processes in training (and throughput)")
-    parser.add_argument("--tp-workers", type=int, default=8,
+    parser.add_argument("--tp-workers", type=int, default=24,
                         help="throughput: processes that each send one leaf a request")
-    parser.add_argument("--tp-max-batch", type=int, default=64,
+    parser.add_argument("--tp-max-batch", type=int, default=12,
                         help="throughput: the Inferencer's largest batch (below the workers' count, half of them "
                              "search while the other half's leaves are evaluated)")
     parser.add_argument("--tp-instances", type=int, default=2,

@@ -372,8 +372,7 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
             stop = read(ready(None), items)
             # Clients that were just answered need a moment to send again: wait a little (a fraction
             # of one forward pass) for them, so that batches fill up instead of alternating halves.
-            # Not while another instance is idle: a batch there now beats a fuller one later.
-            deadline = time.monotonic() + (worker.gather_seconds() if worker.idle_instances() == 1 else 0.0)
+            deadline = time.monotonic() + worker.gather_seconds()
             while not stop and len(items) < max_batch:
                 arrived = ready(0)  # what is waiting already joins at no cost in time
                 if not arrived:
@@ -425,9 +424,6 @@ class _Worker:
         """Return once an instance is free (at once with a single instance: it runs in this thread)."""
         self._free.acquire()
         self._free.release()
-
-    def idle_instances(self) -> int:
-        return self.instances - self.batches_in_flight
 
     def drain(self) -> None:
         """Wait for every batch in flight: what comes next (new weights) must not overtake them."""
