@@ -182,8 +182,8 @@ def main() -> None:
     parser.add_argument("--tp-workers", type=int, default=24,
                         help="throughput: processes that each send one leaf a request")
     parser.add_argument("--tp-max-batch", type=int, default=12,
-                        help="throughput: the Inferencer's largest batch (below the workers' count, half of them "
-                             "search while the other half's leaves are evaluated)")
+                        help="throughput: the Inferencer's largest batch (half the workers: with two instances one "
+                             "half's leaves are evaluated while the other half's search and gather)")
     parser.add_argument("--tp-instances", type=int, default=2,
                         help="throughput: the Inferencer's batches at once (two: one gathers while one runs)")
     parser.add_argument("--simulations", type=int, default=100, help="the trained agent's simulations per move")

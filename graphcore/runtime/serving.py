@@ -456,7 +456,7 @@ class _Worker:
                                                    "mean_batch": sum(rows) / max(1, len(rows)),
                                                    "threads": torch.get_num_threads(),
                                                    "instances": self.instances,
-                                                   "most_in_flight": max(1, self.most_in_flight) if rows else 0,
+                                                   "most_in_flight": self.most_in_flight,
                                                    "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY")})
             elif kind == "update":
                 self.run_batch(pending)  # earlier requests see the old weights
@@ -513,22 +513,25 @@ class _Worker:
             self._start(group)
 
     def _start(self, group: list[tuple]) -> None:
-        """Run a batch here, or on a free instance's thread (waiting for one)."""
-        if self._pool is None:
-            self._run(group)
-            return
+        """Run a batch: in this thread with one instance, else on a free instance's thread (waiting for one)."""
         self._free.acquire()
         with self._count_lock:
             self.requests_in_flight += len(group)
             self.batches_in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.batches_in_flight)
 
-        def done(_future) -> None:
+        def done(_future=None) -> None:
             with self._count_lock:
                 self.requests_in_flight -= len(group)
                 self.batches_in_flight -= 1
             self._free.release()
-        self._pool.submit(self._run, group).add_done_callback(done)
+        if self._pool is not None:
+            self._pool.submit(self._run, group).add_done_callback(done)
+            return
+        try:
+            self._run(group)
+        finally:
+            done()
 
     def _rows(self, args: tuple) -> int:
         first, (_, shape, _) = args[0], self.inputs[0]
@@ -574,10 +577,9 @@ class _Worker:
         return results
 
     def reply(self, conn: Connection, rid: RequestId, ok: bool, value) -> None:
-        message = pickle.dumps((rid, ok, _to_wire(value)), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             with self._reply_lock:
-                conn.send_bytes(message)
+                _send(conn, (rid, ok, _to_wire(value)))
         except (OSError, EOFError):
             pass  # that client has gone; the others are unaffected
 
