@@ -2,8 +2,8 @@
 self-play throughput with the batching Inferencer against the same workers each calling its own model.
 
     .venv/bin/python benchmarks/bench_selfplay.py [--only tictactoe|connect4|muzero|throughput]
-        [--ttt-minutes 10] [--c4-minutes 30] [--mz-minutes 15] [--seconds 60] [--workers 2] [--tp-workers 24]
-        [--tp-max-batch 12] [--tp-instances 2] [--simulations 100] [--keep DIR]
+        [--ttt-minutes 10] [--c4-minutes 30] [--mz-minutes 15] [--seconds 60] [--workers 2] [--tp-workers 4]
+        [--tp-games 8] [--tp-max-batch 32] [--tp-instances 1] [--simulations 100] [--keep DIR]
 
 ``tictactoe``: the README's line ``netcanvas train alphazero_tictactoe --task alphazero …``, run as
 written in a scratch folder (its ``--minutes`` replaced by ``--ttt-minutes``, default 10: the same),
@@ -23,13 +23,14 @@ losses against perfect play.
 
 ``throughput``: self-play processes (the tic-tac-toe and connect4 templates, untrained, self-play
 search) for ``--seconds`` each way: leaves evaluated by one Inferencer (batched across the workers,
-``--tp-instances`` batches at once),
-then by a copy of the model in each worker (``LocalEvaluator``, no batching across workers). Two
-setups: ``--tp-workers`` (24) processes sending one leaf a request, as the issue's "unbatched"
-workers, and the training setup (``--workers``, 8 leaves a request, batched within each worker too).
-Figures: positions per second each way, their ratio (goal >= 2x), and the Inferencer's mean batch
-size. No timed asserts: the figures are printed with the load average (the machine may be shared:
-wall-time figures are then pessimistic).
+``--tp-instances`` batches at once), then by a copy of the model in each worker (``LocalEvaluator``).
+Two setups: ``--tp-workers`` (4) processes playing ``--tp-games`` (8) games at once, one leaf per game
+at a time (through the Inferencer each worker sends its games' leaves as one request and searches on
+while it is evaluated; with its own model it evaluates each leaf alone: the issue's "unbatched"
+workers); and the training setup (``--workers``, one game at a time, 8 leaves a request, batched within
+each worker both ways). Figures: positions per second each way, their ratio (goal >= 2x), and the
+Inferencer's mean batch size. No timed asserts: the figures are printed with the load average (the
+machine may be shared: wall-time figures are then pessimistic).
 """
 
 from __future__ import annotations
@@ -137,11 +138,11 @@ def bench_muzero(args: argparse.Namespace, scratch: Path) -> None:
 
 
 def positions_per_second(evaluators: Callable[[], Evaluate], game: Game, workers: int, leaf_batch: int,
-                         seconds: float) -> float:
+                         seconds: float, games_at_once: int = 1) -> float:
     """Positions the self-play workers play per second over ``seconds``, timed once every worker has sent a
     game: the processes start (imports on a small machine take seconds each) before anything is timed."""
     search = dataclasses.replace(selfplay_search(game, SIMULATIONS), leaf_batch=leaf_batch)
-    with WorkerPool(evaluators, game, search, workers, seed=0) as pool:
+    with WorkerPool(evaluators, game, search, workers, seed=0, games_at_once=games_at_once) as pool:
         while min(pool.games_by_worker) == 0:
             pool.poll(1.0)
         began, positions = time.monotonic(), 0
@@ -152,19 +153,22 @@ def positions_per_second(evaluators: Callable[[], Evaluate], game: Game, workers
 
 def bench_throughput(args: argparse.Namespace, scratch: Path) -> None:
     print(f"throughput: self-play workers, {SIMULATIONS} simulations per move, {args.seconds:g} s each way")
-    setups = ((args.tp_workers, 1), (args.workers, SearchConfig().leaf_batch))  # (workers, leaves per request)
+    # (workers, games at once in each, leaves per game a request)
+    setups = ((args.tp_workers, args.tp_games, 1), (args.workers, 1, SearchConfig().leaf_batch))
     for template, game_name in (("alphazero_tictactoe", "tictactoe"), ("alphazero_connect4", "connect4")):
         game, model = GAMES[game_name], gc.compile(gc.template(template)).init(seed=0).eval()
-        for workers, leaf_batch in setups:
+        for workers, games, leaf_batch in setups:
             with Inferencer(model, max_batch=args.tp_max_batch, instances=args.tp_instances) as inferencer:
-                served = positions_per_second(inferencer.create_client, game, workers, leaf_batch, args.seconds)
+                served = positions_per_second(inferencer.create_client, game, workers, leaf_batch, args.seconds,
+                                              games)
                 batch = inferencer.stats()["mean_batch"]
             load_served = load()
             own = positions_per_second(functools.partial(LocalEvaluator, model), game, workers, leaf_batch,
-                                       args.seconds)
-            print(f"  {game_name:<10} {workers} workers, {leaf_batch} leaves a request: Inferencer {served:6.1f} "
-                  f"positions/s (mean batch {batch:.1f}, load {load_served}); own model per worker {own:6.1f} "
-                  f"positions/s (load {load()}); ratio {served / own:.2f}x (goal >= 2x)")
+                                       args.seconds, games)
+            print(f"  {game_name:<10} {workers} workers x {games} games, {leaf_batch} leaves a game: "
+                  f"Inferencer {served:6.1f} positions/s (mean batch {batch:.1f}, load {load_served}); "
+                  f"own model per worker {own:6.1f} positions/s (load {load()}); ratio {served / own:.2f}x "
+                  f"(goal >= 2x)")
 
 
 BENCHES = {"tictactoe": bench_tictactoe, "connect4": bench_connect4, "muzero": bench_muzero,
@@ -179,13 +183,12 @@ def main() -> None:
     parser.add_argument("--mz-minutes", type=float, default=15.0, help="muzero: minutes of self-play")
     parser.add_argument("--seconds", type=float, default=60.0, help="throughput: seconds each way")
     parser.add_argument("--workers", type=int, default=2, help="self-play processes in training (and throughput)")
-    parser.add_argument("--tp-workers", type=int, default=24,
-                        help="throughput: processes that each send one leaf a request")
-    parser.add_argument("--tp-max-batch", type=int, default=12,
-                        help="throughput: the Inferencer's largest batch (half the workers: with two instances one "
-                             "half's leaves are evaluated while the other half's search and gather)")
-    parser.add_argument("--tp-instances", type=int, default=2,
-                        help="throughput: the Inferencer's batches at once (two: one gathers while one runs)")
+    parser.add_argument("--tp-workers", type=int, default=4, help="throughput: self-play processes")
+    parser.add_argument("--tp-games", type=int, default=8,
+                        help="throughput: games each process plays at once (one leaf each at a time)")
+    parser.add_argument("--tp-max-batch", type=int, default=32,
+                        help="throughput: the Inferencer's largest batch (the leaves of all the games)")
+    parser.add_argument("--tp-instances", type=int, default=1, help="throughput: the Inferencer's batches at once")
     parser.add_argument("--simulations", type=int, default=100, help="the trained agent's simulations per move")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1,

@@ -120,6 +120,26 @@ def test_the_search_is_deterministic_for_a_seed():
     assert game_moves(1) != game_moves(2)
 
 
+def test_a_search_in_steps_asks_for_each_batch_of_planes_and_ends_as_select_move_does():
+    config = SearchConfig(simulations=40, leaf_batch=4, temperatures=((0, 1.0),))
+    sizes: list[int] = []
+    evaluate = uniform(C4, sizes)
+    steps = AlphaZeroSearch(C4, evaluate, config, seed=5).select_move_steps(C4.initial())
+    requests = 0
+    try:
+        request = next(steps)
+        while True:
+            assert request.shape[1:] == C4.planes_shape and 1 <= len(request) <= 4
+            requests += 1
+            request = steps.send(evaluate(request))
+    except StopIteration as done:
+        move, result = done.value
+    sizes.clear()
+    expected_move, expected = AlphaZeroSearch(C4, evaluate, config, seed=5).select_move(C4.initial())
+    assert requests == len(sizes) and move == expected_move
+    assert np.array_equal(result.visits, expected.visits) and result.value == expected.value
+
+
 def test_a_local_model_can_evaluate():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(27, 10))
 

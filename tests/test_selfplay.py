@@ -24,14 +24,19 @@ from graphcore.runtime.agent import AgentAnswer
 from graphcore.runtime.config import TrainConfig, guess_task
 from graphcore.runtime.games import GAMES, GameError
 from graphcore.runtime.mcts import AlphaZeroSearch
+from graphcore.runtime.muzero import muzero_player
 from graphcore.runtime.selfplay import (
     ROOT_VALUE_SHARE,
+    LocalEvaluator,
     ReplayBuffer,
     SelfPlayTrainer,
     WorkerPool,
     alphazero_player,
+    model_evaluate,
+    play_games_at_once,
     play_selfplay_game,
     selfplay_search,
+    submit_evaluations,
 )
 from graphcore.runtime.serving import Inferencer
 from graphcore.runtime.train import Trainer, train
@@ -124,6 +129,67 @@ def test_a_value_target_can_take_a_share_of_the_search_root_value():
 
         record = alphazero_player(game, even, selfplay_search(game, 8), seed=0)()
         assert (not set(np.abs(record.values)) <= {0.0, 1.0}) == mixed, name
+
+
+def test_the_evaluations_of_several_games_come_back_to_each_game():
+    model = net()
+    generator = torch.Generator().manual_seed(0)
+    requests = [torch.rand(rows, 3, 3, 3, generator=generator) for rows in (1, 3, 2)]
+    with torch.no_grad():
+        expected = [model(planes) for planes in requests]
+    with Inferencer(model, max_batch=8) as inferencer:
+        for evaluate in (model_evaluate(model), LocalEvaluator(model), inferencer.create_client()):
+            answers = submit_evaluations(evaluate, requests)()
+            assert len(answers) == len(requests), type(evaluate).__name__
+            for (logits, values), (want_logits, want_values) in zip(answers, expected):
+                np.testing.assert_allclose(np.asarray(logits), want_logits.numpy(), atol=1e-5)
+                np.testing.assert_allclose(np.asarray(values).reshape(-1), want_values.numpy().reshape(-1), atol=1e-5)
+        stats = inferencer.stats()
+    assert stats["batches"] == 1 and stats["samples"] == 6  # the client sent the three as one request
+
+
+def test_games_played_at_once_are_whole_games_and_the_same_for_a_seed():
+    model = net()
+
+    def games(seed: int) -> list:
+        records: list = []
+        stop = mp.get_context("spawn").Event()
+
+        def keep(record) -> None:
+            records.append(record)
+            if len(records) == 5:
+                stop.set()
+        play_games_at_once(TTT, model_evaluate(model), selfplay_search(TTT, 8), seed, 3, stop, keep)
+        return records
+
+    first = games(seed=1)
+    for record in first:
+        assert 5 <= record.moves <= 9 and len(record) == 8 * record.moves  # every symmetry of every position
+        np.testing.assert_allclose(record.policies.sum(axis=1), 1.0, rtol=1e-5)
+        assert set(np.unique(record.values)) <= {-1.0, 0.0, 1.0}
+    assert [(r.planes.tobytes(), r.values.tobytes()) for r in games(seed=1)] == [
+        (r.planes.tobytes(), r.values.tobytes()) for r in first]
+
+
+def test_a_worker_plays_several_games_at_once_through_one_inferencer_request_per_round():
+    with Inferencer(net(), max_batch=64) as inferencer, \
+            WorkerPool(inferencer.create_client, TTT, selfplay_search(TTT, 4), count=1, seed=0,
+                       games_at_once=6) as pool:
+        deadline, games = time.monotonic() + 120, []
+        while len(games) < 6:
+            games += pool.poll(1.0)
+            assert time.monotonic() < deadline, "no games from the worker"
+        stats = inferencer.stats()
+    assert all(len(record) == 8 * record.moves for record in games)
+    # one worker alone: each request holds the leaves of one group of three games (a batch may join both groups')
+    assert stats["samples"] % 3 == 0 and stats["mean_batch"] >= 3
+
+
+@pytest.mark.parametrize("player, games_at_once", [(alphazero_player, 0), (muzero_player, 2)])
+def test_games_at_once_is_refused_where_it_cannot_run(player, games_at_once):
+    with pytest.raises(GraphError, match="games_at_once"):
+        WorkerPool(LocalEvaluator(net()), TTT, selfplay_search(TTT, 4), count=1, seed=0, player=player,
+                   games_at_once=games_at_once)
 
 
 def test_a_worker_that_dies_is_started_again_and_games_go_on():

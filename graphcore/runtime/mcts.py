@@ -8,6 +8,8 @@
 (B, num_moves) logits and (B,) or (B, 1) values, from the side to move's view; a local model or an
 Inferencer client (``Inferencer.create_client()``) both fit. Leaves are evaluated ``leaf_batch`` at a
 time: a leaf waiting for its evaluation carries a virtual loss, so the next descents spread out.
+``search.select_move_steps(state)`` is the same search as a generator that yields each batch of planes
+and takes its evaluation back (``Steps``): a self-play worker interleaves several games with it.
 
 A MuZero model answers ``initial_inference(planes) -> (hidden, policy_logits, value)`` and
 ``recurrent_inference(hidden, actions) -> (hidden, reward, policy_logits, value)`` on batches
@@ -22,9 +24,9 @@ the root's ``value_sum`` is thus minus its own value. A search is deterministic 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -32,6 +34,11 @@ import torch
 from graphcore.runtime.games import Game, GameError, State
 
 Evaluate = Callable[[torch.Tensor], tuple[Any, Any]]
+T = TypeVar("T")
+Steps = Generator[Any, Any, T]
+"""A search in steps: it yields each evaluation it needs (a request) and takes its answer back, so that
+a caller may answer the requests of several searches in one call (``_Search.complete`` answers them one
+at a time)."""
 
 
 class MuZeroModel(Protocol):
@@ -141,14 +148,15 @@ class _Unscaled(_Bounds):
         return value
 
 
-def _numpy(value: Any) -> np.ndarray:
+def as_numpy(value: Any) -> np.ndarray:
+    """A tensor or array-like as a float32 numpy array (on the CPU)."""
     if isinstance(value, torch.Tensor):
         return value.detach().float().cpu().numpy()
     return np.asarray(value, dtype=np.float32)
 
 
 def _per_row(value: Any, rows: int) -> np.ndarray:
-    return _numpy(value).reshape(rows)  # (B,) from (B,) or (B, 1)
+    return as_numpy(value).reshape(rows)  # (B,) from (B,) or (B, 1)
 
 
 class _Search:
@@ -165,21 +173,38 @@ class _Search:
 
     def select_move(self, state: State) -> tuple[int, SearchResult]:
         """Searches ``state`` and draws a move from the visits at the schedule's temperature."""
-        result = self.run(state)
+        return self.complete(self.select_move_steps(state))
+
+    def select_move_steps(self, state: State) -> Steps[tuple[int, SearchResult]]:
+        """``select_move`` in steps (see ``Steps``)."""
+        result = yield from self.run_steps(state)
         policy = result.policy(self.config.temperature(self.game.move_number(state)))
         return int(self.rng.choice(len(policy), p=policy)), result
 
     def run(self, state: State) -> SearchResult:
         """Runs the configured simulations from ``state``; GameError if the game is over."""
+        return self.complete(self.run_steps(state))
+
+    def complete(self, steps: Steps[T]) -> T:
+        """Runs ``steps`` to its end, answering each of its requests with ``answer``."""
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(self.answer(request))
+        except StopIteration as done:
+            return done.value
+
+    def run_steps(self, state: State) -> Steps[SearchResult]:
+        """``run`` in steps (see ``Steps``)."""
         if state.outcome is not None:
             raise GameError(f"{self.game.name}: the game is over; there is no move to search")
         bounds = _Bounds() if self.normalized else _Unscaled()
         root = _Node(-1, 1.0)
         root.state = state
-        self._backup([root], self._expand_root(root, state), bounds)
+        self._backup([root], (yield from self._expand_root(root, state)), bounds)
         if self.config.noise_fraction > 0:
             self._add_noise(root)
-        self._simulate(root, bounds)
+        yield from self._simulate(root, bounds)
         visits = np.zeros(self.game.num_moves)
         for move, child in (root.children or {}).items():
             visits[move] = child.visits
@@ -192,7 +217,7 @@ class _Search:
         for child, eta in zip(children, noise):
             child.prior = (1 - f) * child.prior + f * float(eta)
 
-    def _simulate(self, root: _Node, bounds: _Bounds) -> None:
+    def _simulate(self, root: _Node, bounds: _Bounds) -> Steps[None]:
         done = 0
         while done < self.config.simulations:
             waiting: list[list[_Node]] = []
@@ -209,7 +234,7 @@ class _Search:
                     self._virtual_loss(path, +1)
                     waiting.append(path)
             if waiting:
-                values = self._expand_leaves(waiting)
+                values = yield from self._expand_leaves(waiting)
                 for path, value in zip(waiting, values):
                     path[-1].pending = False
                     self._virtual_loss(path, -1)
@@ -253,7 +278,11 @@ class _Search:
 
     # -- what a variant supplies ---------------------------------------------------------------------
 
-    def _expand_root(self, root: _Node, state: State) -> float:
+    def answer(self, request: Any) -> Any:
+        """The evaluation a request of this search's steps asks for."""
+        raise NotImplementedError
+
+    def _expand_root(self, root: _Node, state: State) -> Steps[float]:
         raise NotImplementedError
 
     def _enter(self, parent: _Node, child: _Node) -> None:
@@ -263,8 +292,8 @@ class _Search:
         """The leaf's value if the game is over there (no evaluation needed), else None."""
         return None
 
-    def _expand_leaves(self, paths: list[list[_Node]]) -> list[float]:
-        """Evaluates the leaves ending ``paths`` in one call, expands them, returns their values."""
+    def _expand_leaves(self, paths: list[list[_Node]]) -> Steps[list[float]]:
+        """Evaluates the leaves ending ``paths`` in one request, expands them, returns their values."""
         raise NotImplementedError
 
 
@@ -275,8 +304,12 @@ class AlphaZeroSearch(_Search):
         super().__init__(game, config or SearchConfig(), seed)
         self.evaluate = evaluate
 
-    def _expand_root(self, root: _Node, state: State) -> float:
-        return self._evaluate_states([root])[0]
+    def answer(self, request: torch.Tensor) -> tuple[Any, Any]:
+        """A request is a batch of planes (B, 3, H, W), answered by ``evaluate``."""
+        return self.evaluate(request)
+
+    def _expand_root(self, root: _Node, state: State) -> Steps[float]:
+        return (yield from self._evaluate_states([root]))[0]
 
     def _enter(self, parent: _Node, child: _Node) -> None:
         if child.state is None:
@@ -288,14 +321,14 @@ class AlphaZeroSearch(_Search):
         outcome = leaf.state.outcome
         return None if outcome is None else float(outcome * leaf.state.to_play)
 
-    def _expand_leaves(self, paths: list[list[_Node]]) -> list[float]:
-        return self._evaluate_states([path[-1] for path in paths])
+    def _expand_leaves(self, paths: list[list[_Node]]) -> Steps[list[float]]:
+        return (yield from self._evaluate_states([path[-1] for path in paths]))
 
-    def _evaluate_states(self, nodes: list[_Node]) -> list[float]:
+    def _evaluate_states(self, nodes: list[_Node]) -> Steps[list[float]]:
         states = [cast(State, node.state) for node in nodes]  # set on entering each node
         planes = torch.stack([self.game.encode(s) for s in states])  # (B, 3, H, W)
-        logits, values = self.evaluate(planes)
-        logits = _numpy(logits).reshape(len(nodes), self.game.num_moves)  # (B, A)
+        logits, values = yield planes
+        logits = as_numpy(logits).reshape(len(nodes), self.game.num_moves)  # (B, A)
         for node, state, row in zip(nodes, states, logits):
             node.expand(self.game.legal_moves(state), row)
         return [float(v) for v in _per_row(values, len(nodes))]
@@ -310,20 +343,25 @@ class MuZeroSearch(_Search):
         super().__init__(game, config or SearchConfig(), seed)
         self.model = model
 
-    def _expand_root(self, root: _Node, state: State) -> float:
-        hidden, logits, value = self.model.initial_inference(self.game.encode(state)[None])  # (1, 3, H, W)
+    def answer(self, request: tuple[str, tuple]) -> Any:
+        """A request names the model's method and its arguments."""
+        method, args = request
+        return getattr(self.model, method)(*args)
+
+    def _expand_root(self, root: _Node, state: State) -> Steps[float]:
+        hidden, logits, value = yield "initial_inference", (self.game.encode(state)[None],)  # (1, 3, H, W)
         root.hidden = torch.as_tensor(hidden)[0]
-        root.expand(self.game.legal_moves(state), _numpy(logits).reshape(self.game.num_moves))
+        root.expand(self.game.legal_moves(state), as_numpy(logits).reshape(self.game.num_moves))
         return float(_per_row(value, 1)[0])
 
-    def _expand_leaves(self, paths: list[list[_Node]]) -> list[float]:
+    def _expand_leaves(self, paths: list[list[_Node]]) -> Steps[list[float]]:
         parents = [path[-2] for path in paths]
         hidden = torch.stack([cast(torch.Tensor, p.hidden) for p in parents])  # (B, ...) set on expanding
         actions = torch.tensor([path[-1].move for path in paths], dtype=torch.int64)  # (B,)
-        next_hidden, rewards, logits, values = self.model.recurrent_inference(hidden, actions)
+        next_hidden, rewards, logits, values = yield "recurrent_inference", (hidden, actions)
         next_hidden = torch.as_tensor(next_hidden)
         rewards = _per_row(rewards, len(paths))
-        logits = _numpy(logits).reshape(len(paths), self.game.num_moves)  # (B, A)
+        logits = as_numpy(logits).reshape(len(paths), self.game.num_moves)  # (B, A)
         every_move = list(range(self.game.num_moves))
         for i, path in enumerate(paths):
             leaf = path[-1]

@@ -12,7 +12,9 @@ the leaves of all workers. A finished game comes back over the worker's pipe as 
 every position's planes, its visit distribution (the policy target) and the outcome from the side
 to move's view (the value target; for connect4 half of it is the search's root value,
 ``ROOT_VALUE_SHARE``), under every symmetry of the board. A worker that dies is
-started again (a "worker" event and a warning say so) and the run goes on.
+started again (a "worker" event and a warning say so) and the run goes on. A worker may also play
+several games at once (``WorkerPool(games_at_once=N)``, ``play_games_at_once``): each round it sends the
+next leaf of every game as one request and searches its other games while the Inferencer evaluates.
 
 The trainer (this process) keeps the last ``replay_size`` positions (``ReplayBuffer``), draws
 batches from them, minimises policy cross-entropy + value MSE (AdamW's weight decay on top), and
@@ -34,6 +36,7 @@ import math
 import multiprocessing as mp
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -59,8 +62,8 @@ from graphcore.runtime.games.opponents import (
     play_match,
     random_agent,
 )
-from graphcore.runtime.mcts import AlphaZeroSearch, Evaluate, SearchConfig
-from graphcore.runtime.serving import InferenceError, Inferencer
+from graphcore.runtime.mcts import AlphaZeroSearch, Evaluate, SearchConfig, Steps, as_numpy
+from graphcore.runtime.serving import InferenceClient, InferenceError, Inferencer
 from graphcore.runtime.train import LAST_PT, Trainer, check_out_dir
 from graphcore.runtime.workspace import timestamp
 
@@ -137,9 +140,14 @@ class GameRecord:
 def play_selfplay_game(game: Game, search: AlphaZeroSearch, root_value_share: float = 0.0) -> GameRecord:
     """Plays one game against itself with ``search``; its positions as samples (``GameRecord``), each
     valued ``(1 - root_value_share) * outcome + root_value_share * root value`` for its side to move."""
+    return search.complete(selfplay_game_steps(game, search, root_value_share))
+
+
+def selfplay_game_steps(game: Game, search: AlphaZeroSearch, root_value_share: float = 0.0) -> Steps[GameRecord]:
+    """``play_selfplay_game`` in steps: it yields each batch of planes its searches need evaluated."""
     state, seen = game.initial(), []
     while state.outcome is None:
-        move, result = search.select_move(state)
+        move, result = yield from search.select_move_steps(state)
         seen.append((game.encode(state), torch.from_numpy(result.policy(1.0)).float(), state.to_play, result.value))
         state = game.play(state, move)
     planes, policies, values = [], [], []
@@ -249,13 +257,70 @@ def alphazero_player(game: Game, evaluate: Evaluate, search: SearchConfig, seed:
     return lambda: play_selfplay_game(game, searcher, share)
 
 
+def play_games_at_once(game: Game, evaluate: Evaluate, search: SearchConfig, seed: int, count: int,
+                       stop: Any, send: Callable[[GameRecord], None]) -> None:
+    """AlphaZero's self-play, ``count`` games at a time until ``stop`` is set, in two groups: each group
+    searches on to its games' next leaves and sends them for evaluation together (through an Inferencer,
+    as one request, without waiting for the answer), then the other group takes the answers to its last
+    request and does the same; so the worker searches while the Inferencer evaluates. A finished game
+    goes to ``send`` and a new one takes its place."""
+    searcher = AlphaZeroSearch(game, evaluate, search, seed=seed)
+    share = ROOT_VALUE_SHARE.get(game.name, 0.0)
+
+    def new_game() -> Steps[GameRecord]:
+        return selfplay_game_steps(game, searcher, share)
+
+    groups = [[new_game() for _ in range(size)] for size in (count - count // 2, count // 2) if size]
+    in_flight = deque((group, submit_evaluations(evaluate, [next(steps) for steps in group])) for group in groups)
+    while not stop.is_set():
+        group, answers = in_flight.popleft()
+        requests = []
+        for index, answer in enumerate(answers()):
+            try:
+                requests.append(group[index].send(answer))
+            except StopIteration as finished:
+                send(finished.value)
+                group[index] = new_game()
+                requests.append(next(group[index]))
+        in_flight.append((group, submit_evaluations(evaluate, requests)))
+
+
+Answers = Callable[[], list[tuple[Any, Any]]]
+
+
+def submit_evaluations(evaluate: Evaluate, requests: list[torch.Tensor]) -> Answers:
+    """Starts evaluating ``requests`` (batches of planes); returns what waits for each one's (logits,
+    values). An Inferencer client sends them as one request and does not wait; a ``LocalEvaluator`` (the
+    unbatched baseline) evaluates each now; any other ``evaluate`` all of them now in one call."""
+    sizes = [len(planes) for planes in requests]
+    if isinstance(evaluate, InferenceClient):
+        rid = evaluate.infer_async(torch.cat(requests))
+        return lambda: _split(evaluate.wait_for_resp(rid), sizes)
+    if isinstance(evaluate, LocalEvaluator):
+        answers = [evaluate(planes) for planes in requests]
+    else:
+        answers = _split(evaluate(torch.cat(requests)), sizes)
+    return lambda: answers
+
+
+def _split(output: tuple[Any, Any], sizes: list[int]) -> list[tuple[Any, Any]]:
+    """(logits, values) of the joined requests, split back into each request's rows."""
+    logits, values = output  # (sum of sizes, num_moves), (sum of sizes,) or (sum of sizes, 1)
+    ends = np.cumsum(sizes)[:-1]
+    return list(zip(np.split(as_numpy(logits), ends), np.split(as_numpy(values).reshape(-1), ends)))
+
+
 def _worker_main(evaluate: Evaluate, game_name: str, search: SearchConfig, seed: int, conn: Connection,
-                 stop: Any, player: Player) -> None:
-    """A self-play worker: plays games until ``stop`` is set, sending each over ``conn``."""
+                 stop: Any, player: Player, games_at_once: int = 1) -> None:
+    """A self-play worker: plays games until ``stop`` is set, sending each over ``conn``; ``games_at_once``
+    at a time (``play_games_at_once``, AlphaZero's player only) when more than one."""
     torch.set_num_threads(1)  # the Inferencer does the heavy lifting; many workers share few cores
     game = get_game(game_name)
-    play_one = player(game, evaluate, search, seed)
     try:
+        if games_at_once > 1:
+            play_games_at_once(game, evaluate, search, seed, games_at_once, stop, conn.send)
+            return
+        play_one = player(game, evaluate, search, seed)
         while not stop.is_set():
             conn.send(play_one())
     except (InferenceError, BrokenPipeError, EOFError, KeyboardInterrupt):
@@ -265,11 +330,17 @@ def _worker_main(evaluate: Evaluate, game_name: str, search: SearchConfig, seed:
 class WorkerPool:
     """``count`` self-play processes, each evaluating leaves with its own ``evaluators()`` (an Inferencer's
     ``create_client``: one client each); ``poll`` collects their games and starts again a worker that
-    has died (``on_restart`` hears of it). ``player`` says what a worker plays (AlphaZero's by default)."""
+    has died (``on_restart`` hears of it). ``player`` says what a worker plays (AlphaZero's by default);
+    with AlphaZero's a worker may play ``games_at_once`` games at a time (``play_games_at_once``)."""
 
     def __init__(self, evaluators: Callable[[], Evaluate], game: Game, search: SearchConfig, count: int, seed: int,
-                 on_restart: Callable[[int, int | None], None] | None = None, player: Player = alphazero_player):
+                 on_restart: Callable[[int, int | None], None] | None = None, player: Player = alphazero_player,
+                 games_at_once: int = 1):
+        if games_at_once < 1 or (games_at_once > 1 and player is not alphazero_player):
+            raise GraphError(f"games_at_once must be at least 1, and 1 for any player but AlphaZero's; "
+                             f"got {games_at_once}")
         self.evaluators, self.game, self.search, self.seed, self.player = evaluators, game, search, seed, player
+        self.games_at_once = games_at_once
         self.on_restart = on_restart
         self.ctx = mp.get_context("spawn")
         self.stop = self.ctx.Event()
@@ -290,7 +361,7 @@ class WorkerPool:
         seed = int(np.random.SeedSequence([self.seed, self.starts]).generate_state(1)[0])
         process = self.ctx.Process(target=_worker_main, name=f"netcanvas-selfplay-{index}", daemon=True,
                                    args=(self.evaluators(), self.game.name, self.search, seed, send,
-                                         self.stop, self.player))
+                                         self.stop, self.player, self.games_at_once))
         process.start()
         send.close()  # the worker holds the sending end: its death closes the pipe
         self.processes[index], self.conns[index] = process, receive
