@@ -344,6 +344,7 @@ class MuZeroTrainer(SelfPlayTrainer):
 
     FIGURES = ("loss", "policy_loss", "value_loss", "reward_loss")
     TASK = "muzero"
+    GAMES_AT_ONCE = 1  # MuZero's search runs in one piece (no steps to interleave)
 
     def _network_doc(self) -> GraphDoc:
         self.state_shape = hidden_shape(self.doc)

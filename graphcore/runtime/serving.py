@@ -7,7 +7,7 @@
     inferencer.update_params(new_model.state_dict())
 
 The worker gathers the requests waiting at that moment (and those arriving within half a
-forward pass) into one forward pass of up to ``max_batch`` samples, so many small concurrent
+forward pass, unless every client that asked for an inference in the last second has sent one) into one forward pass of up to ``max_batch`` samples, so many small concurrent
 callers share the cost of one batch. With ``instances=2`` two batches run at once, on two
 threads: while one is in flight the next gathers and starts. Requests travel over a local socket
 (``multiprocessing.connection``, authenticated with a random key) as pickles of numpy arrays,
@@ -45,6 +45,7 @@ from graphcore.core.diagnostics import GraphError, one_line
 from graphcore.core.document import GraphDoc, dumps, loads
 
 RequestId = str
+ACTIVE_SECONDS = 1.0  # a client that asked for an inference this recently is waited for when batching
 
 
 class InferenceError(RuntimeError):
@@ -339,6 +340,7 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
         threading.Thread(target=lambda: (parent.join(), wake_send.send_bytes(b"stop")), daemon=True).start()
     worker = _Worker(model, dev, max_batch, inputs, instances)
     conns: list[Connection] = []
+    last_infer: dict[Connection, float] = {}  # when each client last asked for an inference
     selector = selectors.DefaultSelector()  # registered once: a wait costs O(ready), not O(clients)
     selector.register(wake_recv, selectors.EVENT_READ)
 
@@ -359,11 +361,20 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
             try:  # one message; if the client sent more, the selector reports it ready again at once
                 kind, rid, payload = _recv(conn)
                 items.append((conn, kind, rid, payload))  # an infer payload stays numpy until its batch
+                if kind == "infer":
+                    last_infer[conn] = time.monotonic()
             except (OSError, EOFError, pickle.UnpicklingError, ValueError):
                 selector.unregister(conn)
                 conn.close()
                 conns.remove(conn)
+                last_infer.pop(conn, None)
         return stop
+
+    def inferring_clients() -> int:
+        """Clients that asked for an inference within the last second: those a batch may wait for. A client
+        that only pings or sends weights (a trainer's) would otherwise hold every batch for the full wait."""
+        recent = time.monotonic() - ACTIVE_SECONDS
+        return sum(at > recent for at in last_infer.values())
 
     with torch.inference_mode():
         while True:
@@ -373,11 +384,12 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
             # Clients that were just answered need a moment to send again: wait a little (a fraction
             # of one forward pass) for them, so that batches fill up instead of alternating halves.
             deadline = time.monotonic() + worker.gather_seconds()
+            expected = inferring_clients() - worker.requests_in_flight
             while not stop and len(items) < max_batch:
                 arrived = ready(0)  # what is waiting already joins at no cost in time
                 if not arrived:
                     left = deadline - time.monotonic()
-                    if len(items) >= len(conns) - worker.requests_in_flight or left <= 0:
+                    if len(items) >= expected or left <= 0:
                         break
                     arrived = ready(left)
                     if not arrived:
