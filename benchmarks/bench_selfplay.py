@@ -27,10 +27,10 @@ search) for ``--seconds`` each way: leaves evaluated by one Inferencer (batched 
 Two setups: ``--tp-workers`` (4) processes playing ``--tp-games`` (8) games at once, one leaf per game
 at a time (through the Inferencer each worker sends its games' leaves as one request and searches on
 while it is evaluated; with its own model it evaluates each leaf alone: the issue's "unbatched"
-workers); and the training setup (``--workers``, one game at a time, 8 leaves a request, batched within
-each worker both ways). Figures: positions per second each way, their ratio (goal >= 2x), and the
-Inferencer's mean batch size. No timed asserts: the figures are printed with the load average (the
-machine may be shared: wall-time figures are then pessimistic).
+workers); and the training setup (``--workers``, ``SelfPlayTrainer.GAMES_AT_ONCE`` games at a time in
+each, 8 leaves a game a request, batched within each worker both ways). Figures: positions per second
+each way, their ratio (goal >= 2x), and the Inferencer's mean batch size. No timed asserts: the figures
+are printed with the load average (the machine may be shared: wall-time figures are then pessimistic).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from graphcore.runtime.config import task_config
 from graphcore.runtime.games import GAMES, Game
 from graphcore.runtime.games.opponents import minimax_agent, perfect_agent, play_match, random_agent
 from graphcore.runtime.mcts import Evaluate, SearchConfig
-from graphcore.runtime.selfplay import LocalEvaluator, WorkerPool, selfplay_search
+from graphcore.runtime.selfplay import LocalEvaluator, SelfPlayTrainer, WorkerPool, selfplay_search
 from graphcore.runtime.serving import Inferencer
 from graphcore.runtime.train import train
 
@@ -154,7 +154,8 @@ def positions_per_second(evaluators: Callable[[], Evaluate], game: Game, workers
 def bench_throughput(args: argparse.Namespace, scratch: Path) -> None:
     print(f"throughput: self-play workers, {SIMULATIONS} simulations per move, {args.seconds:g} s each way")
     # (workers, games at once in each, leaves per game a request)
-    setups = ((args.tp_workers, args.tp_games, 1), (args.workers, 1, SearchConfig().leaf_batch))
+    setups = ((args.tp_workers, args.tp_games, 1),
+              (args.workers, SelfPlayTrainer.GAMES_AT_ONCE, SearchConfig().leaf_batch))
     for template, game_name in (("alphazero_tictactoe", "tictactoe"), ("alphazero_connect4", "connect4")):
         game, model = GAMES[game_name], gc.compile(gc.template(template)).init(seed=0).eval()
         for workers, games, leaf_batch in setups:

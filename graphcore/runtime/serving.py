@@ -7,9 +7,10 @@
     inferencer.update_params(new_model.state_dict())
 
 The worker gathers the requests waiting at that moment (and those arriving within half a
-forward pass, unless every client that asked for an inference in the last second has sent one) into one forward pass of up to ``max_batch`` samples, so many small concurrent
-callers share the cost of one batch. With ``instances=2`` two batches run at once, on two
-threads: while one is in flight the next gathers and starts. Requests travel over a local socket
+forward pass, unless every client that asked for an inference in the last second has sent one)
+into one forward pass of up to ``max_batch`` samples, so many small concurrent callers share the
+cost of one batch. With ``instances=2`` two batches run at once, on two threads: while one is in
+flight the next gathers and starts. Requests travel over a local socket
 (``multiprocessing.connection``, authenticated with a random key) as pickles of numpy arrays,
 which the worker joins and splits in numpy; the model travels as its graph JSON and state_dict,
 never as a pickled module. A request that fails (wrong shape, an error in the model) gets its
