@@ -14,7 +14,8 @@ to move's view (the value target; for connect4 half of it is the search's root v
 ``ROOT_VALUE_SHARE``), under every symmetry of the board. A worker that dies is
 started again (a "worker" event and a warning say so) and the run goes on. A worker may also play
 several games at once (``WorkerPool(games_at_once=N)``, ``play_games_at_once``): each round it sends the
-next leaf of every game as one request and searches its other games while the Inferencer evaluates.
+next leaves of every game as one request and searches its other games while the Inferencer evaluates;
+the trainer's workers play ``SelfPlayTrainer.GAMES_AT_ONCE`` (2) games each.
 
 The trainer (this process) keeps the last ``replay_size`` positions (``ReplayBuffer``), draws
 batches from them, minimises policy cross-entropy + value MSE (AdamW's weight decay on top), and
@@ -430,9 +431,8 @@ class SelfPlayTrainer(Trainer):
 
     MuZero (``runtime/muzero.py``) subclasses it: what differs is the task's name (``TASK``), the
     network the Inferencer serves (``_network_doc``), what a worker plays (``_player``) and how many
-    games at once (``GAMES_AT_ONCE``), the replay
-    buffer (``_make_buffer``), the losses of a batch (``_losses``) and the search that plays the
-    evaluation matches (``_search``)."""
+    games at once (``GAMES_AT_ONCE``), the replay buffer (``_make_buffer``), the losses of a batch
+    (``_losses``) and the search that plays the evaluation matches (``_search``)."""
 
     CHECKPOINT = LAST_PT | {"replay": dict, "selfplay": dict}
     FIGURES: tuple[str, ...] = ("loss", "policy_loss", "value_loss")
