@@ -341,7 +341,7 @@ def test_minutes_without_epochs_trains_until_the_budget_and_ends_annealed(tmp_pa
     result = trainer.fit()
     took = time.monotonic() - began
     assert result.status == "finished" and "time budget of 0.04 min" in result.message, result.message
-    assert 2.4 * 0.8 < took < 2.4 + 2.0  # ran for the budget, not 10 epochs and not one step
+    assert 2.4 * 0.5 < took < 2.4 + 2.0  # ran for the budget (less the end it keeps free), not 10 epochs
     assert result.epoch > 1 and result.step > 12  # 12 steps an epoch
     assert trainer.optimizer.param_groups[0]["lr"] < 0.05 * config.lr  # annealed, not cut off at full lr
     steps = [e for e in events if e["type"] == "step"]
