@@ -9,6 +9,8 @@ import torch
 from graphcore.runtime.games import GAMES, Game, GameError, O, State, X, get_game, opponents
 from graphcore.runtime.games.opponents import (
     MatchResult,
+    best_wins_vs_random,
+    expected_vs_random,
     minimax_agent,
     one_ply_agent,
     perfect_agent,
@@ -255,3 +257,36 @@ def test_matches_alternate_sides():
 
     result = play_match(recording, random_agent(TTT, seed=0), TTT, n=10, seed=1)
     assert result.games == 10 and sides.count(X) == 5 and sides.count(O) == 5
+
+
+def _first_free(state: State) -> int:
+    return TTT.legal_moves(state)[0]
+
+
+def test_exact_chances_against_random_agree_with_a_long_match():
+    exact = [expected_vs_random(_first_free, TTT, side) for side in (X, O)]
+    assert all(e.win + e.draw + e.loss == pytest.approx(1.0) for e in exact)
+    result = play_match(_first_free, random_agent(TTT, seed=3), TTT, n=4000, seed=3)
+    expected_wins = sum(e.win for e in exact) / 2
+    spread = (expected_wins * (1 - expected_wins) / result.games) ** 0.5
+    assert abs(result.wins / result.games - expected_wins) < 4 * spread  # 4000 games: within 4 sigma
+    assert abs(result.losses / result.games - sum(e.loss for e in exact) / 2) < 0.03
+
+
+def test_a_sound_player_can_expect_at_most_95_6_percent_wins_against_random():
+    x, o = best_wins_vs_random(TTT, X), best_wins_vs_random(TTT, O)
+    assert x == pytest.approx(191 / 192) and o == pytest.approx(0.91640, abs=1e-5)  # by a separate enumeration
+    assert (x + o) / 2 == pytest.approx(0.9556, abs=1e-4)  # the ceiling of "wins against random", half each side
+
+    def perfect(state: State) -> int:  # exact minimax, the first of the best moves
+        return max(TTT.legal_moves(state), key=lambda m: -solve(TTT, TTT.play(state, m)))
+    for side, ceiling in ((X, x), (O, o)):
+        chances = expected_vs_random(perfect, TTT, side)
+        assert chances.loss == 0 and chances.win <= ceiling + 1e-12
+
+
+def test_exact_chances_refuse_a_game_too_large_to_enumerate():
+    with pytest.raises(GameError, match="too large"):
+        expected_vs_random(_first_free, C4, X)
+    with pytest.raises(GameError, match="too large"):
+        best_wins_vs_random(C4, X)

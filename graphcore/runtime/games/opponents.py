@@ -8,6 +8,11 @@ An agent is a callable ``state -> move``. All opponents are deterministic for th
     minimax_agent(game, depth, seed)  alpha-beta to ``depth`` plies, open threes and twos at the horizon
 
     play_match(agent_a, agent_b, game, n=100, seed=0)   # MatchResult(wins, draws, losses) of agent_a
+
+Against uniformly random play a solvable game also has exact figures, free of a match's sampling:
+
+    expected_vs_random(agent, game, side)   # Expectation(win, draw, loss) of a deterministic agent
+    best_wins_vs_random(game, side)         # the most wins a player that never loses can expect
 """
 
 from __future__ import annotations
@@ -199,3 +204,59 @@ def play_match(agent_a: Agent, agent_b: Agent, game: Game, n: int = 100, seed: i
         agents = (agent_a, agent_b) if side == X else (agent_b, agent_a)
         tally[play_game(game, *agents, state=state) * side] += 1
     return MatchResult(tally[1], tally[EMPTY], tally[-1])
+
+
+# -- exact expectations against uniformly random play --------------------------------------------
+
+@dataclass(frozen=True)
+class Expectation:
+    """Probabilities of a win, a draw and a loss."""
+
+    win: float
+    draw: float
+    loss: float
+
+
+def expected_vs_random(agent: Agent, game: Game, side: int) -> Expectation:
+    """The exact chances of ``agent`` (a function of the position, as a trained agent is) playing
+    ``side`` against a uniformly random opponent: every random reply is followed, each weighted by
+    its probability. For games small enough to enumerate (tic-tac-toe: a few hundred of the agent's
+    positions a side)."""
+    if not game.solvable:
+        raise GameError(f"{game.name} is too large to enumerate; play a match against random_agent")
+    memo: dict[State, tuple[float, float, float]] = {}
+
+    def chances(state: State) -> tuple[float, float, float]:
+        if state.outcome is not None:
+            outcome = state.outcome * side
+            return (float(outcome == 1), float(outcome == EMPTY), float(outcome == -1))
+        if state not in memo:
+            if state.to_play == side:
+                memo[state] = chances(game.play(state, agent(state)))
+            else:
+                replies = [chances(game.play(state, m)) for m in game.legal_moves(state)]
+                win, draw, loss = (sum(column) / len(replies) for column in zip(*replies))
+                memo[state] = (win, draw, loss)
+        return memo[state]
+    return Expectation(*chances(game.initial()))
+
+
+def best_wins_vs_random(game: Game, side: int) -> float:
+    """The highest win probability against uniformly random play of a player of ``side`` that never
+    loses (it keeps to moves that hold the exact minimax value, and among them takes the likeliest
+    win): the ceiling of a sound agent's wins against random."""
+    solve(game, game.initial())
+    memo: dict[State, float] = {}
+
+    def wins(state: State) -> float:
+        if state.outcome is not None:
+            return float(state.outcome == side)
+        if state not in memo:
+            after = [game.play(state, m) for m in game.legal_moves(state)]
+            if state.to_play == side:
+                best = max(-solve(game, s) for s in after)
+                memo[state] = max(wins(s) for s in after if -solve(game, s) == best)
+            else:
+                memo[state] = sum(wins(s) for s in after) / len(after)
+        return memo[state]
+    return wins(game.initial())
