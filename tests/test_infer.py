@@ -21,7 +21,7 @@ from train_graphs import tiny_classifier, tiny_denoiser
 
 import graphcore as gc
 from graphcore.runtime.config import GraphIO
-from graphcore.runtime.serving import InferenceError, Inferencer, InferencerClosed, _Worker
+from graphcore.runtime.serving import InferenceError, Inferencer, InferencerClosed, _InferringClients, _Worker
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +200,21 @@ def test_an_update_waits_for_the_batches_in_flight_on_other_instances():
         want_logits, want_value = expected(model if i < 4 else other, x[i])
         logits, value = (torch.from_numpy(a) for a in replies[i])
         assert torch.allclose(logits, want_logits, atol=1e-4) and torch.allclose(value, want_value, atol=1e-4), i
+
+
+def test_a_batch_waits_only_for_clients_that_asked_for_an_inference_lately():
+    clients = _InferringClients(window=1.0)
+    trainer, worker_a, worker_b = object(), object(), object()  # the trainer only pings and sends weights
+    assert clients.count(now=100.0) == 0
+    clients.saw(worker_a, 100.0)
+    clients.saw(worker_b, 100.5)
+    assert clients.count(now=100.9) == 2
+    assert clients.count(now=101.2) == 1  # worker_a has been quiet for over the window
+    clients.saw(worker_a, 101.3)
+    clients.forget(worker_b)  # its connection closed
+    assert clients.count(now=101.4) == 1
+    clients.forget(trainer)  # never asked: forgetting it is harmless
+    assert clients.count(now=103.0) == 0
 
 
 def test_timeout_on_wait(inferencer):

@@ -341,7 +341,7 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
         threading.Thread(target=lambda: (parent.join(), wake_send.send_bytes(b"stop")), daemon=True).start()
     worker = _Worker(model, dev, max_batch, inputs, instances)
     conns: list[Connection] = []
-    last_infer: dict[Connection, float] = {}  # when each client last asked for an inference
+    inferring = _InferringClients()
     selector = selectors.DefaultSelector()  # registered once: a wait costs O(ready), not O(clients)
     selector.register(wake_recv, selectors.EVENT_READ)
 
@@ -363,19 +363,13 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
                 kind, rid, payload = _recv(conn)
                 items.append((conn, kind, rid, payload))  # an infer payload stays numpy until its batch
                 if kind == "infer":
-                    last_infer[conn] = time.monotonic()
+                    inferring.saw(conn, time.monotonic())
             except (OSError, EOFError, pickle.UnpicklingError, ValueError):
                 selector.unregister(conn)
                 conn.close()
                 conns.remove(conn)
-                last_infer.pop(conn, None)
+                inferring.forget(conn)
         return stop
-
-    def inferring_clients() -> int:
-        """Clients that asked for an inference within the last second: those a batch may wait for. A client
-        that only pings or sends weights (a trainer's) would otherwise hold every batch for the full wait."""
-        recent = time.monotonic() - ACTIVE_SECONDS
-        return sum(at > recent for at in last_infer.values())
 
     with torch.inference_mode():
         while True:
@@ -385,7 +379,7 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
             # Clients that were just answered need a moment to send again: wait a little (a fraction
             # of one forward pass) for them, so that batches fill up instead of alternating halves.
             deadline = time.monotonic() + worker.gather_seconds()
-            expected = inferring_clients() - worker.requests_in_flight
+            expected = inferring.count(time.monotonic()) - worker.requests_in_flight
             while not stop and len(items) < max_batch:
                 arrived = ready(0)  # what is waiting already joins at no cost in time
                 if not arrived:
@@ -401,6 +395,26 @@ def _serve(doc_json: str, state_bytes: bytes, device: str, max_batch: int, threa
     worker.close()
     selector.close()
     listener.close()
+
+
+class _InferringClients:
+    """When each client last asked for an inference. A batch waits only for the clients that did within
+    ``ACTIVE_SECONDS``: one that only pings or sends weights (a trainer's) would otherwise hold every
+    batch for the full gather wait."""
+
+    def __init__(self, window: float = ACTIVE_SECONDS):
+        self.window = window
+        self._last: dict[object, float] = {}
+
+    def saw(self, client: object, now: float) -> None:
+        self._last[client] = now
+
+    def forget(self, client: object) -> None:
+        self._last.pop(client, None)
+
+    def count(self, now: float) -> int:
+        """The clients that asked within the window before ``now``."""
+        return sum(at > now - self.window for at in self._last.values())
 
 
 def _accept(listener: Listener, arrivals: list, wake: Connection) -> None:
